@@ -1,0 +1,34 @@
+"""The ``deepshrink`` command: argument parsing and printing only; the work is in the library."""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from deepshrink.cli import bench, demo, evaluate, import_pretrained, train
+from deepshrink.cli.args import Parser
+from deepshrink.errors import UserError
+
+COMMANDS = (demo, train, evaluate, bench, import_pretrained)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="deepshrink", description="Make convolutional networks really smaller and faster.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    for command in COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; user mistakes exit with 2 and one line on stderr."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except UserError as exc:
+        print(f"deepshrink: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("deepshrink: interrupted", file=sys.stderr)
+        return 130

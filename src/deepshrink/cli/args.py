@@ -1,0 +1,72 @@
+"""Argument types and the parser class shared by all commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, NoReturn
+
+import torch
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _number(kind, name: str, low=None, high=None, low_open=False, high_open=False):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {name}") from None
+        if value != value or (low is not None and (value < low or (low_open and value == low))) \
+                or (high is not None and (value > high or (high_open and value == high))):
+            left = "(" if low_open else "["
+            right = ")" if high_open else "]"
+            raise argparse.ArgumentTypeError(f"{text} is out of range {left}{low}, {high}{right}")
+        return value
+
+    return parse
+
+
+positive_int = _number(int, "an integer", low=1)
+nonneg_int = _number(int, "an integer", low=0)
+positive_float = _number(float, "a number", low=0, low_open=True)
+nonneg_float = _number(float, "a number", low=0)
+unit_interval = _number(float, "a number", low=0, high=1, high_open=True)
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE parsed as JSON when it can be (numbers, true/false), else a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key, value
+
+
+def set_threads(threads: int | None) -> None:
+    """Set torch's intra-op thread count when asked."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def add_data_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    from deepshrink.data import DATASET_NAMES
+
+    parser.add_argument("--data", required=required, choices=DATASET_NAMES, help="dataset name")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="folder holding the dataset (cifar10: cifar10_{train,test}.npz, "
+                             "cifar-10-batches-py or cifar-10-batches-bin; mnist: idx files)")

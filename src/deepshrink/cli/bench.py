@@ -1,0 +1,31 @@
+"""``deepshrink bench``: CPU inference latency of a model file (median after warm-up)."""
+
+from __future__ import annotations
+
+import argparse
+
+from deepshrink.cli.args import nonneg_int, positive_int, print_json
+from deepshrink.pipeline.bench import bench_model_file
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="measure inference latency", description=__doc__)
+    p.add_argument("model_file", metavar="MODEL_FILE")
+    p.add_argument("--batch", type=positive_int, default=1, help="images per forward pass")
+    p.add_argument("--threads", type=positive_int, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--warmup", type=nonneg_int, default=5)
+    p.add_argument("--repeats", type=positive_int, default=30)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    result = bench_model_file(args.model_file, batch=args.batch, threads=args.threads,
+                              warmup=args.warmup, repeats=args.repeats)
+    if args.json:
+        print_json(result)
+    else:
+        print(f"{result['model']}: batch {result['batch']}, {result['threads']} threads: "
+              f"{result['latency_ms']:.3f} ms median (p10 {result['p10_ms']:.3f}, p90 {result['p90_ms']:.3f}), "
+              f"{result['images_per_s']:.1f} images/s over {result['repeats']} runs")
+    return 0

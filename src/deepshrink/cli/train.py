@@ -1,0 +1,72 @@
+"""``deepshrink train``: train a zoo model (or continue a model file) on a dataset."""
+
+from __future__ import annotations
+
+import argparse
+
+from deepshrink.cli.args import (add_data_args, key_value, nonneg_float, nonneg_int, positive_float,
+                                 positive_int, set_threads, unit_interval)
+from deepshrink.models import model_names
+from deepshrink.pipeline.datasets import load_split
+from deepshrink.pipeline.train import train_job
+from deepshrink.train import TrainConfig
+from deepshrink.train.optim import OPTIMIZERS
+from deepshrink.train.schedule import SCHEDULES
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train a model", description=__doc__)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", choices=model_names(), help="zoo model to train from scratch")
+    source.add_argument("--init", metavar="MODEL_FILE", help="model file to continue training")
+    p.add_argument("--model-opt", metavar="KEY=VALUE", type=key_value, action="append", default=[],
+                   help="builder option, e.g. shortcut=B or width=32 (repeatable)")
+    add_data_args(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints, model, metrics)")
+    p.add_argument("--epochs", type=nonneg_int, default=TrainConfig.epochs)
+    p.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=TrainConfig.optimizer)
+    p.add_argument("--lr", type=positive_float, default=TrainConfig.lr)
+    p.add_argument("--momentum", type=unit_interval, default=TrainConfig.momentum)
+    p.add_argument("--nesterov", action="store_true")
+    p.add_argument("--weight-decay", type=nonneg_float, default=TrainConfig.weight_decay)
+    p.add_argument("--schedule", choices=SCHEDULES, default=TrainConfig.schedule)
+    p.add_argument("--warmup-epochs", type=nonneg_float, default=0.0)
+    p.add_argument("--milestones", type=positive_float, nargs="+", default=(), metavar="EPOCH",
+                   help="epochs at which the step schedule multiplies the rate by --gamma")
+    p.add_argument("--gamma", type=positive_float, default=TrainConfig.gamma)
+    p.add_argument("--label-smoothing", type=unit_interval, default=0.0)
+    p.add_argument("--no-augment", action="store_true", help="turn off the dataset's augmentation")
+    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--eval-every", type=positive_int, default=1, metavar="EPOCHS")
+    p.add_argument("--limit-train", type=positive_int, metavar="N", help="use only the first N training images")
+    p.add_argument("--limit-test", type=positive_int, metavar="N", help="use only the first N test images")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
+    train_set = load_split(args.data, "train", args.data_dir, args.limit_train)
+    test_set = load_split(args.data, "test", args.data_dir, args.limit_test)
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+        momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
+        schedule=args.schedule, warmup_epochs=args.warmup_epochs, milestones=tuple(args.milestones),
+        gamma=args.gamma, label_smoothing=args.label_smoothing, augment=not args.no_augment,
+        seed=args.seed, eval_every=args.eval_every, device=args.device)
+    trainer, result = train_job(train_set, test_set, config, model_name=args.model,
+                                model_options=dict(args.model_opt), init_from=args.init,
+                                out_dir=args.out, resume=args.resume)
+    for record in result.history:
+        top1 = record.get("test_top1")
+        shown = f"{100 * top1:6.2f}%" if top1 is not None else "   -   "
+        print(f"epoch {record['epoch']:4d}  loss {record['train_loss']:.4f}  "
+              f"train {100 * record['train_top1']:6.2f}%  test {shown}  {record['seconds']:.1f}s")
+    if result.final is not None:
+        print(f"final test top-1 {100 * result.final.top1:.2f}% "
+              f"(best {100 * result.best_top1:.2f}% at epoch {result.best_epoch})")
+    print(f"model written to {args.out}/model.safetensors")
+    return 0

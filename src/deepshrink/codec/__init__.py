@@ -1,0 +1,1 @@
+"""Reserved for the codec stage (see the open issues)."""

@@ -1,0 +1,31 @@
+"""Model zoo (``build_model``), architecture specs and model files (``save_model``/``load_model``)."""
+
+from deepshrink.models.registry import (
+    ArchSpec,
+    ModelEntry,
+    build_model,
+    get_entry,
+    make_spec,
+    model_names,
+    register_model,
+)
+
+from deepshrink.models.file import InputSpec, ModelInfo, load_model, read_info, save_model
+
+# Importing the zoo modules registers their builders.
+from deepshrink.models import zoo  # noqa: F401,E402
+
+__all__ = [
+    "ArchSpec",
+    "InputSpec",
+    "ModelInfo",
+    "load_model",
+    "read_info",
+    "save_model",
+    "ModelEntry",
+    "build_model",
+    "get_entry",
+    "make_spec",
+    "model_names",
+    "register_model",
+]

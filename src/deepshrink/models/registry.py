@@ -1,0 +1,126 @@
+"""Model zoo registry: names -> builders, and the architecture spec stored in model files.
+
+A builder is called as ``builder(num_classes=..., in_channels=..., image_size=..., **kwargs)``
+and returns an ordinary ``nn.Module`` taking float inputs of shape (N, C, H, W).
+The :class:`ArchSpec` (name + JSON-serialisable keyword arguments) is everything needed to
+rebuild the module, so a model file never has to pickle Python objects.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+
+from deepshrink.errors import UserError
+
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One zoo entry: the builder, a one-line description, the default input (C, H, W)."""
+
+    name: str
+    builder: Builder
+    description: str
+    default_input: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """What to build: a zoo name and the builder's keyword arguments (JSON values only)."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kwargs": dict(self.kwargs)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "ArchSpec":
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            raise UserError("architecture spec must be an object with a string 'name'")
+        kwargs = data.get("kwargs", {})
+        if not isinstance(kwargs, dict):
+            raise UserError("architecture spec 'kwargs' must be an object")
+        return cls(data["name"], dict(kwargs))
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, *, description: str, default_input: tuple[int, int, int]):
+    """Decorator adding a builder to the zoo under ``name``."""
+
+    def decorate(builder: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} registered twice")
+        _REGISTRY[name] = ModelEntry(name, builder, description, tuple(default_input))
+        return builder
+
+    return decorate
+
+
+def model_names() -> list[str]:
+    """All zoo names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def get_entry(name: str) -> ModelEntry:
+    """The zoo entry for ``name``; a :class:`UserError` listing the names if unknown."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UserError(f"unknown model {name!r}; choose one of: {', '.join(model_names())}") from None
+
+
+def make_spec(
+    name: str,
+    *,
+    num_classes: int = 10,
+    in_channels: int | None = None,
+    image_size: int | None = None,
+    **kwargs: Any,
+) -> ArchSpec:
+    """Spec for zoo model ``name`` on inputs of ``in_channels`` x ``image_size`` x ``image_size``.
+
+    Missing input dimensions default to the entry's ``default_input``. The spec is checked by
+    building nothing: only the keyword names are validated against the builder's signature.
+    """
+    entry = get_entry(name)
+    channels, height, _ = entry.default_input
+    full = {
+        "num_classes": int(num_classes),
+        "in_channels": int(in_channels if in_channels is not None else channels),
+        "image_size": int(image_size if image_size is not None else height),
+        **kwargs,
+    }
+    _check_kwargs(entry, full)
+    json.dumps(full)  # must be plain data
+    return ArchSpec(name, full)
+
+
+def build_model(spec: ArchSpec) -> nn.Module:
+    """Build the module described by ``spec``."""
+    entry = get_entry(spec.name)
+    _check_kwargs(entry, spec.kwargs)
+    try:
+        return entry.builder(**spec.kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"cannot build {spec.name} with {spec.kwargs}: {exc}") from None
+
+
+def _check_kwargs(entry: ModelEntry, kwargs: dict[str, Any]) -> None:
+    params = inspect.signature(entry.builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise UserError(
+            f"model {entry.name!r} has no option {', '.join(unknown)}; "
+            f"it takes: {', '.join(params)}"
+        )

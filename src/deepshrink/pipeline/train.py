@@ -1,0 +1,46 @@
+"""The train job: build a zoo model for a dataset and train it with the engine."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import torch
+
+from deepshrink.data import ImageDataset
+from deepshrink.models import InputSpec, ModelInfo, build_model, make_spec
+from deepshrink.models.file import load_model
+from deepshrink.pipeline.datasets import check_fits
+from deepshrink.train import Trainer, TrainConfig, TrainHook, TrainResult
+
+
+def new_model_info(model_name: str, dataset: ImageDataset, options: dict[str, Any] | None = None) -> ModelInfo:
+    """The :class:`ModelInfo` of a fresh zoo model sized for ``dataset``."""
+    channels, height, _ = dataset.image_shape
+    spec = make_spec(model_name, num_classes=dataset.num_classes, in_channels=channels,
+                     image_size=height, **(options or {}))
+    return ModelInfo(spec, InputSpec(dataset.image_shape, dataset.mean, dataset.std),
+                     classes=list(dataset.classes), dataset=dataset.name)
+
+
+def train_job(train_set: ImageDataset, test_set: ImageDataset | None, config: TrainConfig, *,
+              model_name: str | None = None, model_options: dict[str, Any] | None = None,
+              init_from: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
+              resume: bool = False, hooks: Sequence[TrainHook] = ()) -> tuple[Trainer, TrainResult]:
+    """Train a new zoo model (``model_name``) or continue from a model file (``init_from``).
+
+    The model's initial weights come from ``torch.manual_seed(config.seed)``.
+    Returns the trainer (its ``model`` and ``info`` are the result) and the outcome.
+    """
+    if (model_name is None) == (init_from is None):
+        raise ValueError("give exactly one of model_name and init_from")
+    torch.manual_seed(config.seed)
+    if init_from is not None:
+        model, info = load_model(init_from)
+        check_fits(info, train_set)
+    else:
+        info = new_model_info(model_name, train_set, model_options)
+        model = build_model(info.arch)
+    trainer = Trainer(model, train_set, test_set, config, out_dir=out_dir, info=info, hooks=hooks)
+    return trainer, trainer.fit(resume=resume)
+

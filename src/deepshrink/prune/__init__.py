@@ -1,0 +1,1 @@
+"""Reserved for the prune stage (see the open issues)."""

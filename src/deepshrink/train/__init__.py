@@ -1,0 +1,27 @@
+"""Training engine: ``Trainer(model, train_set, test_set, TrainConfig(...)).fit()``."""
+
+from deepshrink.train.checkpoint import load_checkpoint, save_checkpoint
+from deepshrink.train.config import TrainConfig
+from deepshrink.train.evaluate import EvalResult, evaluate
+from deepshrink.train.hooks import TrainHook
+from deepshrink.train.trainer import (
+    TrainingDiverged,
+    Trainer,
+    TrainResult,
+    lambda_schedule,
+    resolve_device,
+)
+
+__all__ = [
+    "EvalResult",
+    "TrainConfig",
+    "TrainHook",
+    "TrainResult",
+    "Trainer",
+    "TrainingDiverged",
+    "evaluate",
+    "lambda_schedule",
+    "load_checkpoint",
+    "resolve_device",
+    "save_checkpoint",
+]

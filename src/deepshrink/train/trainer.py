@@ -1,0 +1,267 @@
+"""The training loop: one engine for training, fine-tuning after pruning, QAT and distillation.
+
+Determinism: batch order and augmentation of epoch e come from (seed, e), and the global
+RNG (dropout) is reseeded from (seed, e) at each epoch start, so resuming from the checkpoint
+of epoch e gives the same final weights as an uninterrupted run (CPU, same thread count).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from deepshrink.data import BatchLoader, ImageDataset
+from deepshrink.errors import UserError
+from deepshrink.models.file import ModelInfo, save_model
+from deepshrink.train.checkpoint import load_checkpoint, save_checkpoint
+from deepshrink.train.config import TrainConfig
+from deepshrink.train.evaluate import EvalResult, evaluate
+from deepshrink.train.hooks import TrainHook
+from deepshrink.train.metrics import MetricsLog
+from deepshrink.train.optim import build_optimizer
+from deepshrink.train.schedule import LrFactor, make_schedule
+
+CHECKPOINT = "last.ckpt"
+BEST_MODEL = "best.safetensors"
+FINAL_MODEL = "model.safetensors"
+METRICS = "metrics.jsonl"
+
+
+class TrainingDiverged(UserError):
+    """Too many consecutive steps with a NaN or infinite loss."""
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :meth:`Trainer.fit`; ``history`` holds one metrics dict per epoch."""
+
+    final: EvalResult | None
+    best_top1: float
+    best_epoch: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}") from None
+
+
+class Trainer:
+    """Trains ``model`` on ``train_set``, evaluating on ``test_set`` each epoch.
+
+    With ``out_dir``, writes ``last.ckpt`` (atomic, every epoch), ``best.safetensors``,
+    ``model.safetensors`` (at the end) and ``metrics.jsonl``; ``info`` describes the model
+    for those files. ``lr_factor`` overrides the configured schedule (any step -> factor).
+    """
+
+    def __init__(self, model: nn.Module, train_set: ImageDataset, test_set: ImageDataset | None,
+                 config: TrainConfig, *, out_dir: str | Path | None = None,
+                 info: ModelInfo | None = None, hooks: Sequence[TrainHook] = (),
+                 lr_factor: LrFactor | None = None):
+        if out_dir is not None and info is None:
+            raise ValueError("writing model files needs the model's ModelInfo")
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.info = info
+        self.hooks = list(hooks)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        mean, std = (info.input.mean, info.input.std) if info else (train_set.mean, train_set.std)
+        self.train_loader = BatchLoader(
+            train_set, config.batch_size, shuffle=True, mean=mean, std=std, seed=config.seed,
+            augment=train_set.augment if config.augment else None, device=self.device)
+        self.test_loader = None if test_set is None else BatchLoader(
+            test_set, config.eval_batch_size, mean=mean, std=std, device=self.device)
+        self.optimizer = build_optimizer(
+            self.model, config.optimizer, lr=config.lr, momentum=config.momentum,
+            weight_decay=config.weight_decay, nesterov=config.nesterov)
+        self.lr_factor = lr_factor or make_schedule(
+            config.schedule, epochs=config.epochs, steps_per_epoch=len(self.train_loader),
+            warmup_epochs=config.warmup_epochs, milestones=config.milestones, gamma=config.gamma)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
+        self.metrics = MetricsLog(self.out_dir / METRICS if self.out_dir else None)
+        self.epoch = 0      # epochs completed
+        self.step = 0       # optimiser steps taken (including skipped bad steps)
+        self.bad_steps = 0  # consecutive non-finite losses
+        self.best_top1, self.best_epoch = -1.0, 0
+        self.history: list[dict[str, Any]] = []  # one metrics record per finished epoch
+
+    # ----------------------------------------------------------------- public
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Run the remaining epochs; with ``resume``, continue from ``out_dir/last.ckpt``."""
+        if resume:
+            self._resume()
+        for hook in self.hooks:
+            hook.on_fit_start(self)
+        final = None
+        while self.epoch < self.config.epochs:
+            record = self._train_epoch(self.epoch)
+            last = self.epoch + 1 == self.config.epochs
+            if self.test_loader is not None and (last or (self.epoch + 1) % self.config.eval_every == 0):
+                final = evaluate(self.model, self.test_loader, self.device)
+                record.update(test_top1=final.top1, test_loss=final.loss)
+                self._track_best(final.top1)
+            for hook in self.hooks:
+                hook.on_epoch_end(self, self.epoch, record)
+            self.epoch += 1
+            self.history.append(record)
+            self.metrics.write(record)
+            self._save_checkpoint()
+        if final is None and self.test_loader is not None:
+            final = evaluate(self.model, self.test_loader, self.device)
+        for hook in self.hooks:
+            hook.on_fit_end(self)
+        self._save_final(final)
+        return TrainResult(final, self.best_top1, self.best_epoch, list(self.history))
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    # ---------------------------------------------------------------- one epoch
+    def _train_epoch(self, epoch: int) -> dict[str, Any]:
+        cfg = self.config
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch)
+        self.train_loader.set_epoch(epoch)
+        for hook in self.hooks:
+            hook.on_epoch_start(self, epoch)
+        self.model.train()
+        loss_sum, correct, seen, skipped = 0.0, 0, 0, 0
+        data_time, start = 0.0, time.perf_counter()
+        batches = self._timed(iter(self.train_loader))
+        bar = tqdm(batches, total=len(self.train_loader), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   leave=False, disable=not self._show_progress(), file=sys.stderr)
+        for (inputs, targets), waited in bar:
+            data_time += waited
+            outputs, loss = self._step(inputs, targets)
+            if outputs is None:
+                skipped += 1
+                continue
+            loss_sum += loss * targets.numel()
+            correct += int((outputs.argmax(1) == targets).sum())
+            seen += targets.numel()
+            bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.lr:.4f}", refresh=False)
+        elapsed = time.perf_counter() - start
+        return {"epoch": epoch + 1, "step": self.step, "lr": self.lr,
+                "train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1),
+                "skipped_steps": skipped, "seconds": elapsed, "data_seconds": data_time}
+
+    def _step(self, inputs: torch.Tensor, targets: torch.Tensor):
+        outputs = self.model(inputs)
+        loss = F.cross_entropy(outputs, targets, label_smoothing=self.config.label_smoothing)
+        for hook in self.hooks:
+            loss = hook.loss(self, inputs, targets, outputs, loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            self._bad_step(loss)
+            return None, None
+        self.bad_steps = 0
+        loss.backward()
+        for hook in self.hooks:
+            hook.after_backward(self)
+        self.optimizer.step()
+        for hook in self.hooks:
+            hook.after_step(self)
+        self.scheduler.step()
+        self.step += 1
+        return outputs.detach(), loss.item()
+
+    def _bad_step(self, loss: torch.Tensor) -> None:
+        self.bad_steps += 1
+        self.scheduler.step()
+        self.step += 1
+        if self.bad_steps >= self.config.max_bad_steps:
+            raise TrainingDiverged(
+                f"training diverged: loss was {loss.item()} for {self.bad_steps} consecutive steps "
+                f"at epoch {self.epoch + 1}; try a lower learning rate "
+                f"(the last good checkpoint is kept)")
+
+    @staticmethod
+    def _timed(batches: Iterator) -> Iterator:
+        """Yield (batch, seconds spent producing it)."""
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            yield batch, time.perf_counter() - start
+
+    # ------------------------------------------------------------ persistence
+    def _track_best(self, top1: float) -> None:
+        if top1 > self.best_top1:
+            self.best_top1, self.best_epoch = top1, self.epoch + 1
+            if self.out_dir is not None:
+                save_model(self.out_dir / BEST_MODEL, self.model, self._info_with(top1, best=True))
+
+    def _save_checkpoint(self) -> None:
+        if self.out_dir is None:
+            return
+        save_checkpoint(self.out_dir / CHECKPOINT, {
+            "epoch": self.epoch, "step": self.step, "bad_steps": self.bad_steps,
+            "best_top1": self.best_top1, "best_epoch": self.best_epoch,
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "hooks": [hook.state_dict() for hook in self.hooks],
+        })
+
+    def _resume(self) -> None:
+        path = self.out_dir / CHECKPOINT if self.out_dir else None
+        if path is None or not path.is_file():
+            raise UserError(f"nothing to resume: no {CHECKPOINT} in {self.out_dir}")
+        state = load_checkpoint(path)
+        conflicts = self.config.resume_conflicts(state.get("config", {}))
+        if conflicts:
+            name = conflicts[0]
+            raise UserError(f"cannot resume {path}: {name} was {state['config'][name]!r}, "
+                            f"now {getattr(self.config, name)!r}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for hook, hook_state in zip(self.hooks, state.get("hooks", [])):
+            hook.load_state_dict(hook_state)
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.bad_steps = state.get("bad_steps", 0)
+        self.best_top1, self.best_epoch = state["best_top1"], state["best_epoch"]
+        self.scheduler.last_epoch = self.step
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * self.lr_factor(self.step)
+        self.metrics.keep(lambda record: record.get("epoch", 0) <= self.epoch)
+        self.history = self.metrics.read()
+
+    def _save_final(self, final: EvalResult | None) -> None:
+        if self.info is not None:
+            self.info = self._info_with(final.top1 if final else None)
+        if self.out_dir is not None:
+            save_model(self.out_dir / FINAL_MODEL, self.model, self.info)
+
+    def _info_with(self, top1: float | None, best: bool = False) -> ModelInfo:
+        stage = {"stage": "train", "epochs": self.epoch + (1 if best else 0),
+                 "optimizer": self.config.optimizer, "lr": self.config.lr,
+                 "schedule": self.config.schedule, "seed": self.config.seed}
+        if top1 is not None:
+            stage["test_top1"] = top1
+        info = self.info
+        return ModelInfo(info.arch, info.input, info.classes, info.dataset, [*info.history, stage])
+
+    def _show_progress(self) -> bool:
+        if self.config.progress is not None:
+            return self.config.progress
+        return sys.stderr.isatty()
+
+
+def lambda_schedule(fn: Callable[[float], float], steps_per_epoch: int) -> LrFactor:
+    """Wrap a user function of the (fractional) epoch into a per-step factor (LambdaLR style)."""
+    return lambda step: fn(step / steps_per_epoch)
