@@ -34,6 +34,7 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 1
     max_bad_steps: int = 20
+    channels_last: bool = True  # NHWC memory format for 4-D tensors: faster convolutions on CPU (oneDNN)
     device: str = "auto"
     progress: bool | None = None  # None: show progress bars only on a terminal
 

@@ -75,7 +75,8 @@ class Trainer:
             raise ValueError("writing model files needs the model's ModelInfo")
         self.config = config
         self.device = resolve_device(config.device)
-        self.model = model.to(self.device)
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=self.memory_format)
         self.info = info
         self.hooks = list(hooks)
         self.out_dir = Path(out_dir) if out_dir is not None else None
@@ -160,7 +161,7 @@ class Trainer:
                 "skipped_steps": skipped, "seconds": elapsed, "data_seconds": data_time}
 
     def _step(self, inputs: torch.Tensor, targets: torch.Tensor):
-        outputs = self.model(inputs)
+        outputs = self.model(inputs.contiguous(memory_format=self.memory_format))
         loss = F.cross_entropy(outputs, targets, label_smoothing=self.config.label_smoothing)
         for hook in self.hooks:
             loss = hook.loss(self, inputs, targets, outputs, loss)
