@@ -8,7 +8,11 @@ Metadata key ``deepshrink`` holds::
     {"format": "deepshrink-model", "version": 1,
      "arch": {"name": "resnet20", "kwargs": {...}},
      "input": {"shape": [C, H, W], "mean": [...], "std": [...]},
-     "classes": [...], "dataset": "cifar10", "history": [{"stage": "train", ...}, ...]}
+     "classes": [...], "dataset": "cifar10", "history": [{"stage": "train", ...}, ...],
+     "parametrizations": [{"module": "layer1.0.conv1", "tensor": "weight", "kind": "mask", "args": {}}]}
+
+Parametrizations (pruning masks, quantizers; see :mod:`deepshrink.models.attach`) are
+recorded on save and re-attached on load, before the tensors are loaded.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from torch import nn
 
 from deepshrink.errors import UserError
 from deepshrink.files import atomic_path
+from deepshrink.models.attach import describe_parametrizations, restore_parametrizations
 from deepshrink.models.registry import ArchSpec, build_model
 
 FORMAT = "deepshrink-model"
@@ -62,6 +67,7 @@ class ModelInfo:
     classes: list[str] | None = None
     dataset: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    parametrizations: list[dict[str, Any]] = field(default_factory=list)  # filled by save_model
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +78,7 @@ class ModelInfo:
             "classes": self.classes,
             "dataset": self.dataset,
             "history": self.history,
+            "parametrizations": self.parametrizations,
         }
 
     @classmethod
@@ -82,11 +89,16 @@ class ModelInfo:
             classes=data.get("classes"),
             dataset=data.get("dataset"),
             history=list(data.get("history") or []),
+            parametrizations=list(data.get("parametrizations") or []),
         )
 
 
 def save_model(path: str | os.PathLike, model: nn.Module, info: ModelInfo) -> Path:
-    """Write ``model``'s state dict and ``info`` to ``path`` atomically; return the path."""
+    """Write ``model``'s state dict and ``info`` to ``path`` atomically; return the path.
+
+    ``info.parametrizations`` is set from the model's attached parametrizations.
+    """
+    info.parametrizations = describe_parametrizations(model)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {METADATA_KEY: json.dumps(info.to_dict())}
     path = Path(path)
@@ -126,6 +138,7 @@ def load_model(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.M
     """
     info = read_info(path)
     model = build_model(info.arch)
+    restore_parametrizations(model, info.parametrizations)
     try:
         state = load_file(str(path), device=map_location)
     except (SafetensorError, OSError) as exc:
