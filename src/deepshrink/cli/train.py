@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     trainer, result = train_job(train_set, test_set, config, model_name=args.model,
                                 model_options=dict(args.model_opt), init_from=args.init,
                                 out_dir=args.out, resume=args.resume)
+    if not trainer.dist.is_main:
+        return 0
     for record in result.history:
         top1 = record.get("test_top1")
         shown = f"{100 * top1:6.2f}%" if top1 is not None else "   -   "

@@ -34,7 +34,8 @@ class BatchLoader:
     disjoint except that the permutation is padded by wrapping around to a multiple of
     ``world_size``; with ``drop_last`` its tail is dropped instead.
     ``drop_last`` also drops a final batch smaller than ``batch_size`` (which is per rank).
-    ``num_samples`` is the number of images one rank sees per epoch.
+    ``num_samples`` is the number of images one rank sees per epoch. ``even_shards=False`` (for
+    evaluation) skips the padding: every image is seen exactly once, shards may differ by one.
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class BatchLoader:
         rank: int = 0,
         world_size: int = 1,
         device: str | torch.device = "cpu",
+        even_shards: bool = True,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise UserError(f"batch size must be an integer >= 1, got {batch_size!r}")
@@ -70,8 +72,12 @@ class BatchLoader:
         self._labels = dataset.labels.to(self.device)
         self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.even_shards = even_shards
         n = len(dataset)
-        self.num_samples = n // world_size if drop_last else math.ceil(n / world_size)
+        if not even_shards:  # evaluation: every image exactly once over all ranks
+            self.num_samples = len(range(rank, n, world_size))
+        else:
+            self.num_samples = n // world_size if drop_last else math.ceil(n / world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and augmentation the next iteration produces."""
@@ -90,6 +96,8 @@ class BatchLoader:
             order = torch.randperm(n, generator=torch.Generator().manual_seed(_seed(self.seed, self.epoch)))
         else:
             order = torch.arange(n)
+        if not self.even_shards:
+            return order[self.rank :: self.world_size]
         total = self.num_samples * self.world_size
         if total > n:
             order = order.repeat(math.ceil(total / n))

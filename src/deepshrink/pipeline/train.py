@@ -12,6 +12,7 @@ from deepshrink.models import InputSpec, ModelInfo, build_model, make_spec
 from deepshrink.models.file import load_model
 from deepshrink.pipeline.datasets import check_fits
 from deepshrink.train import Trainer, TrainConfig, TrainHook, TrainResult
+from deepshrink.train.distributed import init_from_env
 
 
 def new_model_info(model_name: str, dataset: ImageDataset, options: dict[str, Any] | None = None) -> ModelInfo:
@@ -29,11 +30,13 @@ def train_job(train_set: ImageDataset, test_set: ImageDataset | None, config: Tr
               resume: bool = False, hooks: Sequence[TrainHook] = ()) -> tuple[Trainer, TrainResult]:
     """Train a new zoo model (``model_name``) or continue from a model file (``init_from``).
 
-    The model's initial weights come from ``torch.manual_seed(config.seed)``.
+    The model's initial weights come from ``torch.manual_seed(config.seed)``. Under torchrun
+    the process joins the process group first (see :mod:`deepshrink.train.distributed`).
     Returns the trainer (its ``model`` and ``info`` are the result) and the outcome.
     """
     if (model_name is None) == (init_from is None):
         raise ValueError("give exactly one of model_name and init_from")
+    init_from_env(config.device)
     torch.manual_seed(config.seed)
     if init_from is not None:
         model, info = load_model(init_from)

@@ -1,5 +1,9 @@
 """The training loop: one engine for training, fine-tuning after pruning, QAT and distillation.
 
+Under torchrun (see :mod:`deepshrink.train.distributed`) the model is wrapped in
+DistributedDataParallel, ``batch_size`` is the global batch split evenly over the ranks, each
+rank reads its own shard, and only rank 0 writes files.
+
 Determinism: batch order and augmentation of epoch e come from (seed, e), and the global
 RNG (dropout) is reseeded from (seed, e) at each epoch start, so resuming from the checkpoint
 of epoch e gives the same final weights as an uninterrupted run (CPU, same thread count).
@@ -23,6 +27,7 @@ from deepshrink.errors import UserError
 from deepshrink.models.file import ModelInfo, save_model
 from deepshrink.train.checkpoint import load_checkpoint, save_checkpoint
 from deepshrink.train.config import TrainConfig
+from deepshrink.train.distributed import all_ranks_true, current
 from deepshrink.train.evaluate import EvalResult, evaluate
 from deepshrink.train.hooks import TrainHook
 from deepshrink.train.metrics import MetricsLog
@@ -74,18 +79,21 @@ class Trainer:
         if out_dir is not None and info is None:
             raise ValueError("writing model files needs the model's ModelInfo")
         self.config = config
+        self.dist = current()
         self.device = resolve_device(config.device)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=self.memory_format)
+        self.train_model = self._wrap_ddp(self.model)  # what the training step calls
         self.info = info
         self.hooks = list(hooks)
         self.out_dir = Path(out_dir) if out_dir is not None else None
         mean, std = (info.input.mean, info.input.std) if info else (train_set.mean, train_set.std)
+        ranks = dict(rank=self.dist.rank, world_size=self.dist.world_size, device=self.device)
         self.train_loader = BatchLoader(
-            train_set, config.batch_size, shuffle=True, mean=mean, std=std, seed=config.seed,
-            augment=train_set.augment if config.augment else None, device=self.device)
+            train_set, self._rank_batch(config.batch_size), shuffle=True, mean=mean, std=std,
+            seed=config.seed, augment=train_set.augment if config.augment else None, **ranks)
         self.test_loader = None if test_set is None else BatchLoader(
-            test_set, config.eval_batch_size, mean=mean, std=std, device=self.device)
+            test_set, config.eval_batch_size, mean=mean, std=std, even_shards=False, **ranks)
         self.optimizer = build_optimizer(
             self.model, config.optimizer, lr=config.lr, momentum=config.momentum,
             weight_decay=config.weight_decay, nesterov=config.nesterov)
@@ -93,7 +101,7 @@ class Trainer:
             config.schedule, epochs=config.epochs, steps_per_epoch=len(self.train_loader),
             warmup_epochs=config.warmup_epochs, milestones=config.milestones, gamma=config.gamma)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
-        self.metrics = MetricsLog(self.out_dir / METRICS if self.out_dir else None)
+        self.metrics = MetricsLog(self.out_dir / METRICS if self.out_dir and self.dist.is_main else None)
         self.epoch = 0      # epochs completed
         self.step = 0       # optimiser steps taken (including skipped bad steps)
         self.bad_steps = 0  # consecutive non-finite losses
@@ -112,7 +120,7 @@ class Trainer:
             record = self._train_epoch(self.epoch)
             last = self.epoch + 1 == self.config.epochs
             if self.test_loader is not None and (last or (self.epoch + 1) % self.config.eval_every == 0):
-                final = evaluate(self.model, self.test_loader, self.device)
+                final = self._evaluate()
                 record.update(test_top1=final.top1, test_loss=final.loss)
                 self._track_best(final.top1)
             for hook in self.hooks:
@@ -122,7 +130,7 @@ class Trainer:
             self.metrics.write(record)
             self._save_checkpoint()
         if final is None and self.test_loader is not None:
-            final = evaluate(self.model, self.test_loader, self.device)
+            final = self._evaluate()
         for hook in self.hooks:
             hook.on_fit_end(self)
         self._save_final(final)
@@ -135,7 +143,7 @@ class Trainer:
     # ---------------------------------------------------------------- one epoch
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         cfg = self.config
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch)
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch + 7919 * self.dist.rank)
         self.train_loader.set_epoch(epoch)
         for hook in self.hooks:
             hook.on_epoch_start(self, epoch)
@@ -161,12 +169,12 @@ class Trainer:
                 "skipped_steps": skipped, "seconds": elapsed, "data_seconds": data_time}
 
     def _step(self, inputs: torch.Tensor, targets: torch.Tensor):
-        outputs = self.model(inputs.contiguous(memory_format=self.memory_format))
+        outputs = self.train_model(inputs.contiguous(memory_format=self.memory_format))
         loss = F.cross_entropy(outputs, targets, label_smoothing=self.config.label_smoothing)
         for hook in self.hooks:
             loss = hook.loss(self, inputs, targets, outputs, loss)
         self.optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
+        if not all_ranks_true(bool(torch.isfinite(loss)), self.device):
             self._bad_step(loss)
             return None, None
         self.bad_steps = 0
@@ -201,15 +209,32 @@ class Trainer:
                 return
             yield batch, time.perf_counter() - start
 
+    def _evaluate(self) -> EvalResult:
+        return evaluate(self.model, self.test_loader, self.device, across_ranks=self.dist.active)
+
+    def _rank_batch(self, batch_size: int) -> int:
+        if batch_size % self.dist.world_size:
+            raise UserError(f"batch size {batch_size} does not split evenly over {self.dist.world_size} processes")
+        return batch_size // self.dist.world_size
+
+    def _wrap_ddp(self, model: nn.Module) -> nn.Module:
+        if not self.dist.active:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index if self.device.index is not None else torch.cuda.current_device()] \
+            if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
     # ------------------------------------------------------------ persistence
     def _track_best(self, top1: float) -> None:
         if top1 > self.best_top1:
             self.best_top1, self.best_epoch = top1, self.epoch + 1
-            if self.out_dir is not None:
+            if self.out_dir is not None and self.dist.is_main:
                 save_model(self.out_dir / BEST_MODEL, self.model, self._info_with(top1, best=True))
 
     def _save_checkpoint(self) -> None:
-        if self.out_dir is None:
+        if self.out_dir is None or not self.dist.is_main:
             return
         save_checkpoint(self.out_dir / CHECKPOINT, {
             "epoch": self.epoch, "step": self.step, "bad_steps": self.bad_steps,
@@ -239,13 +264,15 @@ class Trainer:
         self.scheduler.last_epoch = self.step
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * self.lr_factor(self.step)
-        self.metrics.keep(lambda record: record.get("epoch", 0) <= self.epoch)
-        self.history = self.metrics.read()
+        if self.dist.is_main:
+            self.metrics.keep(lambda record: record.get("epoch", 0) <= self.epoch)
+        saved = MetricsLog(self.out_dir / METRICS).read()
+        self.history = [r for r in saved if r.get("epoch", 0) <= self.epoch]
 
     def _save_final(self, final: EvalResult | None) -> None:
         if self.info is not None:
             self.info = self._info_with(final.top1 if final else None)
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.dist.is_main:
             save_model(self.out_dir / FINAL_MODEL, self.model, self.info)
 
     def _info_with(self, top1: float | None, best: bool = False) -> ModelInfo:
@@ -258,6 +285,8 @@ class Trainer:
         return ModelInfo(info.arch, info.input, info.classes, info.dataset, [*info.history, stage])
 
     def _show_progress(self) -> bool:
+        if not self.dist.is_main:
+            return False
         if self.config.progress is not None:
             return self.config.progress
         return sys.stderr.isatty()

@@ -1,0 +1,48 @@
+"""DDP under torchrun with 2 gloo processes on the CPU equals the single-process run."""
+
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from deepshrink.models import load_model
+
+TRAIN = ["train", "--model", "lenet5", "--data", "digits", "--epochs", "2", "--batch-size", "64",
+         "--lr", "0.05", "--no-augment", "--limit-train", "1280", "--limit-test", "200", "--threads", "1"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run(argv, timeout=240):
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def test_ddp_two_processes_match_single_process(tmp_path):
+    _run([sys.executable, "-m", "deepshrink", *TRAIN, "--out", str(tmp_path / "single")])
+    proc = _run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                 "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+                 "-m", "deepshrink", *TRAIN, "--out", str(tmp_path / "ddp")])
+    assert proc.stdout.count("final test top-1") == 1  # only rank 0 prints
+    single, _ = load_model(tmp_path / "single" / "model.safetensors")
+    ddp, _ = load_model(tmp_path / "ddp" / "model.safetensors")
+    for (name, a), (_, b) in zip(single.state_dict().items(), ddp.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(
+        p.name for p in (tmp_path / "single").iterdir())
+
+
+def test_batch_must_split_over_ranks(tmp_path):
+    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+            "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+            "-m", "deepshrink", *TRAIN[:-2], "--batch-size", "63", "--out", str(tmp_path / "odd")]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0
+    assert "does not split evenly over 2 processes" in proc.stderr
