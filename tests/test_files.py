@@ -20,3 +20,13 @@ def test_failed_write_leaves_old_file_and_no_temporary(tmp_path):
             raise RuntimeError("crash mid-write")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_written_file_has_the_usual_permissions(tmp_path):
+    import os
+
+    target = tmp_path / "f.bin"
+    atomic_write_bytes(target, b"x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask

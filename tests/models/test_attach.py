@@ -71,3 +71,15 @@ def test_unknown_kind_in_file_is_a_user_error(tmp_path):
         restore_parametrizations(model, [{"module": conv_name, "tensor": "weight", "kind": "nope", "args": {}}])
     with pytest.raises(UserError, match="does not have"):
         restore_parametrizations(model, [{"module": "no.such", "tensor": "weight", "kind": "test-channel-scale"}])
+
+
+def test_copy_model_can_be_unparametrized_without_touching_the_original():
+    from deepshrink.models.attach import copy_model
+
+    model, _ = _model_and_info()
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    parametrize.register_parametrization(conv, "weight", ChannelScale(conv.out_channels))
+    clone = copy_model(model)
+    clone_conv = next(m for m in clone.modules() if isinstance(m, nn.Conv2d))
+    parametrize.remove_parametrizations(clone_conv, "weight")
+    assert parametrize.is_parametrized(conv) and conv.weight.shape == clone_conv.weight.shape

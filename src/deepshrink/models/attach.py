@@ -16,6 +16,7 @@ Buffers and parameters of a parametrization are in the state dict, so they are r
 
 from __future__ import annotations
 
+import copy
 import importlib
 from typing import Any, Callable
 
@@ -84,3 +85,20 @@ def restore_parametrizations(model: nn.Module, records: list[dict[str, Any]]) ->
                             "which its architecture does not have") from None
         param = parametrization_class(kind).from_spec(tensor.detach(), args)
         parametrize.register_parametrization(module, tensor_name, param, unsafe=True)
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)`` that is safe to un-parametrize.
+
+    ``deepcopy`` keeps sharing the dynamically created ``Parametrized*`` classes between the
+    original and the copy, so removing a parametrization from the copy would delete the
+    property from the original's class too. Each parametrized module of the copy gets a class
+    of its own.
+    """
+    clone = copy.deepcopy(model)
+    for module in clone.modules():
+        if parametrize.is_parametrized(module):
+            cls = type(module)
+            namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+            module.__class__ = type(cls.__name__, cls.__bases__, namespace)
+    return clone

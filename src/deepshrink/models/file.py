@@ -93,13 +93,16 @@ class ModelInfo:
         )
 
 
-def save_model(path: str | os.PathLike, model: nn.Module, info: ModelInfo) -> Path:
+def save_model(path: str | os.PathLike, model: nn.Module, info: ModelInfo,
+               dtype: torch.dtype | None = None) -> Path:
     """Write ``model``'s state dict and ``info`` to ``path`` atomically; return the path.
 
-    ``info.parametrizations`` is set from the model's attached parametrizations.
+    ``info.parametrizations`` is set from the model's attached parametrizations. ``dtype``
+    (e.g. ``torch.float16``) stores floating tensors at that precision; loading casts them back
+    to the model's float32.
     """
     info.parametrizations = describe_parametrizations(model)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    tensors = {k: _stored(v, dtype) for k, v in model.state_dict().items()}
     metadata = {METADATA_KEY: json.dumps(info.to_dict())}
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -166,6 +169,13 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
                 f"the architecture needs {tuple(expected[key].shape)}"
             )
     model.load_state_dict(state, strict=True)
+
+
+def _stored(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    tensor = tensor.detach().to("cpu")
+    if dtype is not None and tensor.is_floating_point():
+        tensor = tensor.to(dtype)
+    return tensor.contiguous().clone()
 
 
 def _few(keys: list[str], limit: int = 3) -> str:

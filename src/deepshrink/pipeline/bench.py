@@ -1,4 +1,4 @@
-"""The bench job: inference latency of a model file."""
+"""The bench job: inference latency of a model file or an exported ONNX file."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ import os
 from typing import Any
 
 from deepshrink.analysis import measure_latency
-from deepshrink.models import load_model
+from deepshrink.pipeline.open import is_onnx, open_model
 
 
 def bench_model_file(path: str | os.PathLike, *, batch: int = 1, threads: int | None = None,
                      warmup: int = 5, repeats: int = 30) -> dict[str, Any]:
-    """Median latency (ms per batch) and images/s of the model in ``path`` on the CPU."""
-    model, info = load_model(path)
+    """Median latency (ms per batch) and images/s of the model file or ``.onnx`` file in
+    ``path`` on the CPU."""
+    model, info = open_model(path, threads)
     latency = measure_latency(model, info.input.shape, batch=batch, threads=threads,
                               warmup=warmup, repeats=repeats)
-    return {"model": info.arch.name, **latency.to_dict()}
+    engine = "onnxruntime" if is_onnx(path) else "torch"
+    return {"model": info.arch.name, "engine": engine, **latency.to_dict()}

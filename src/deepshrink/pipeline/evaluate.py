@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from deepshrink.analysis import count_params
+import torch
+
 from deepshrink.data import BatchLoader, ImageDataset
-from deepshrink.models import load_model
 from deepshrink.pipeline.datasets import check_fits
+from deepshrink.pipeline.open import is_onnx, open_model, weight_counts
 from deepshrink.train import evaluate, resolve_device
 
 
@@ -16,16 +17,18 @@ def evaluate_model_file(path: str | os.PathLike, dataset: ImageDataset, *, batch
                         device: str = "auto") -> dict[str, Any]:
     """Top-1 (fraction), mean loss, parameter counts and example count, as plain data.
 
+    ``path`` is a model file or an exported ``.onnx`` file (run by ONNX Runtime on the CPU).
+
     Inputs are normalised with the statistics recorded in the model file, which are those
     the model was trained with (not necessarily the dataset's).
     """
-    model, info = load_model(path)
+    model, info = open_model(path)
     check_fits(info, dataset)
-    target = resolve_device(device)
+    target = torch.device("cpu") if is_onnx(path) else resolve_device(device)
     model.to(target)
     loader = BatchLoader(dataset, batch_size, mean=info.input.mean, std=info.input.std, device=target)
     result = evaluate(model, loader, target)
-    params = count_params(model)
+    params, nonzero = weight_counts(model, path)
     return {"model": info.arch.name, "dataset": dataset.name, "top1": result.top1,
             "loss": result.loss, "correct": result.correct, "examples": result.examples,
-            "params": params.total, "nonzero_params": params.nonzero}
+            "params": params, "nonzero_params": nonzero}

@@ -11,7 +11,7 @@ from deepshrink.data import ImageDataset
 from deepshrink.models import InputSpec, ModelInfo, build_model, make_spec
 from deepshrink.models.file import load_model
 from deepshrink.pipeline.datasets import check_fits
-from deepshrink.train import Trainer, TrainConfig, TrainHook, TrainResult
+from deepshrink.train import DistillationHook, Trainer, TrainConfig, TrainHook, TrainResult
 from deepshrink.train.distributed import init_from_env
 
 
@@ -47,3 +47,11 @@ def train_job(train_set: ImageDataset, test_set: ImageDataset | None, config: Tr
     trainer = Trainer(model, train_set, test_set, config, out_dir=out_dir, info=info, hooks=hooks)
     return trainer, trainer.fit(resume=resume)
 
+
+def distillation_hook(teacher_file: str | os.PathLike, dataset: ImageDataset, *, temperature: float = 4.0,
+                      alpha: float = 0.9) -> DistillationHook:
+    """A :class:`DistillationHook` whose teacher is the model file ``teacher_file`` (checked against ``dataset``)."""
+    teacher, info = load_model(teacher_file)
+    check_fits(info, dataset)
+    return DistillationHook(teacher, temperature, alpha, teacher_norm=(info.input.mean, info.input.std),
+                            teacher_name=f"{info.arch.name} ({os.path.basename(teacher_file)})")

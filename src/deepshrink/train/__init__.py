@@ -2,6 +2,7 @@
 
 from deepshrink.train.checkpoint import load_checkpoint, save_checkpoint
 from deepshrink.train.config import TrainConfig
+from deepshrink.train.distill import DistillationHook, distillation_loss
 from deepshrink.train.evaluate import EvalResult, evaluate
 from deepshrink.train.hooks import TrainHook
 from deepshrink.train.trainer import (
@@ -13,12 +14,14 @@ from deepshrink.train.trainer import (
 )
 
 __all__ = [
+    "DistillationHook",
     "EvalResult",
     "TrainConfig",
     "TrainHook",
     "TrainResult",
     "Trainer",
     "TrainingDiverged",
+    "distillation_loss",
     "evaluate",
     "lambda_schedule",
     "load_checkpoint",

@@ -1,0 +1,37 @@
+"""``deepshrink export``: a model file as ONNX, int8 ONNX (real int8 execution in ONNX Runtime)
+or a half-precision model file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from deepshrink.cli.args import add_data_args, positive_int
+from deepshrink.pipeline.datasets import load_split
+from deepshrink.pipeline.export import FORMATS, export_job
+from deepshrink.quant.int8 import CALIBRATION_METHODS
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export to ONNX, int8 ONNX, fp16 or bf16", description=__doc__)
+    p.add_argument("model_file", metavar="MODEL_FILE")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", required=True, metavar="FILE")
+    add_data_args(p, required=False)
+    p.add_argument("--calibration-images", type=positive_int, default=512, metavar="N",
+                   help="training images used to calibrate int8 activation ranges")
+    p.add_argument("--calibration", choices=CALIBRATION_METHODS, default="minmax")
+    p.add_argument("--keep-float", nargs="*", metavar="MODULE",
+                   help="modules left in float32 (default: first conv and last classifier)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    calibration = None
+    if args.format == "int8-onnx" and args.data:
+        calibration = load_split(args.data, "train", args.data_dir, args.calibration_images)
+    path = export_job(args.model_file, args.format, args.out, calibration_set=calibration,
+                      calibration_method=args.calibration, keep_float=args.keep_float)
+    before, after = Path(args.model_file).stat().st_size, path.stat().st_size
+    print(f"wrote {path} ({args.format}): {after:,} bytes (model file: {before:,} bytes)")
+    return 0
