@@ -135,3 +135,14 @@ def test_dense_counts_agree_with_ptflops(name, published_macs):
     assert report.totals["macs"] + model.linear.out_features == macs
     assert report.totals["params"] == params
     assert report.totals["macs"] == pytest.approx(published_macs, rel=0.01)
+
+
+def test_adder_layer_costs_adds_not_macs():
+    from deepshrink.models.layers.adder import AdderConv2d
+
+    layer = AdderConv2d(4, 8, 3, padding=1, bias=False)
+    report = model_costs(layer, (4, 6, 6))
+    row = report.layers[0]
+    assert row.kind == "adder" and row.macs == 0
+    assert row.adds == 2 * 6 * 6 * 8 * 4 * 9
+    assert "adder adds" in format_costs(report)

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from deepshrink.models.layers.adder import AdderConv2d
 from deepshrink.models.zoo.vit import MultiHeadSelfAttention
 
 __all__ = ["COST_RULES", "CostReport", "LayerCost", "OpCost", "cost_rule", "format_costs", "model_costs"]
@@ -52,6 +53,7 @@ class OpCost:
     sparse_macs: int = 0
     input_reads: int = 0
     output_writes: int = 0
+    adds: int = 0
 
 
 @dataclass
@@ -62,6 +64,7 @@ class LayerCost:
     kind: str
     macs: int = 0
     sparse_macs: int = 0     # MACs whose weight is non-zero
+    adds: int = 0            # additions/subtractions of multiplication-free (adder) layers
     params: int = 0          # elements of the layer's own (effective) tensors
     size_bits: int = 0       # storage of those tensors under the current quantization
     input_reads: int = 0
@@ -163,6 +166,15 @@ def attention_cost(attn: MultiHeadSelfAttention, inputs: tuple, output: torch.Te
     return OpCost("attention", macs, macs, 3 * n * tokens * dim + scores, scores + n * tokens * dim)
 
 
+@cost_rule(AdderConv2d)
+def adder_cost(adder: AdderConv2d, inputs: tuple, output: torch.Tensor) -> OpCost:
+    """No multiplications: each weight use is one subtraction, one |.| and one accumulation,
+    counted as 2 adds per use (positions · weight elements uses, as for a convolution)."""
+    positions = output.numel() // output.shape[1]
+    return OpCost("adder", input_reads=_numel(inputs[:1]), output_writes=output.numel(),
+                  adds=2 * positions * adder.weight.numel())
+
+
 def _memory_op(kind: str) -> Rule:
     def rule(module: nn.Module, inputs: tuple, output: torch.Tensor) -> OpCost:
         return OpCost(kind, input_reads=_numel(inputs), output_writes=_numel(output))
@@ -243,6 +255,7 @@ class _Recorder:
             op = rule(module, inputs, output)
             row = self.rows.get(name) or self._new_row(name, op.kind, module)
             row.macs += op.macs
+            row.adds += op.adds
             row.sparse_macs += op.sparse_macs
             row.input_reads += op.input_reads
             row.output_writes += op.output_writes
@@ -315,5 +328,6 @@ def format_costs(report: CostReport) -> str:
     shape = "x".join(map(str, report.input_shape))
     lines.append(f"per {shape} input: {totals['macs'] / 1e6:.2f} M MACs "
                  f"({totals['sparse_macs'] / 1e6:.2f} M with non-zero weights), "
+                 + (f"{totals['adds'] / 1e6:.2f} M adder adds, " if totals["adds"] else "") +
                  f"{totals['params']:,} parameters, {totals['size_bits'] / 8192:.1f} KiB")
     return "\n".join(lines)

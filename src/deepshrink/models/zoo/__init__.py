@@ -1,5 +1,6 @@
 """The architectures of the zoo; importing this package registers them all."""
 
+from deepshrink.models.zoo import adder_resnet  # noqa: F401  (registers adder-resnet20)
 from deepshrink.models.zoo.digits_cnn import DigitsCNN
 from deepshrink.models.zoo.lenet import LeNet5, LeNet300
 from deepshrink.models.zoo.resnet_cifar import BasicBlock, CifarResNet, ZeroPadShortcut

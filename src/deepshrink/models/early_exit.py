@@ -1,0 +1,172 @@
+"""Early exits (BranchyNet, Teerapittayanon et al. 2016): classifiers after chosen stages of a
+backbone, so that easy inputs can stop there instead of running the whole network.
+
+:class:`EarlyExitModel` wraps a backbone without changing it. Each exit point is a module of
+the backbone; a forward hook feeds its output (N, C, H, W) to a small head (global average
+pool + Linear). ``forward`` returns the backbone's own logits and keeps each exit's logits in
+``exit_logits`` (trained jointly by :class:`deepshrink.train.early_exit.EarlyExitLoss`).
+:meth:`EarlyExitModel.predict_with_exits` drops the inputs that leave at an exit from the
+batch, so the rest of the backbone runs only on the others.
+
+The exit points must lie on the backbone's main path: everything after an exit point may
+depend on the batch only through that point's output (true of a stage of a ResNet, not of a
+module inside a residual block). The wrapper is a Python-level object: it is not yet saved
+to model files.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deepshrink.errors import UserError
+
+__all__ = ["CRITERIA", "EarlyExitModel", "ExitHead", "exit_score", "leaves_at"]
+
+CRITERIA = ("confidence", "entropy")
+
+
+class ExitHead(nn.Sequential):
+    """(N, channels, H, W) -> global average pool -> Linear -> (N, num_classes)."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+
+
+def exit_score(logits: torch.Tensor, criterion: str) -> torch.Tensor:
+    """Per-input score of (N, classes) logits: max softmax probability, or entropy in nats."""
+    if criterion == "confidence":
+        return F.softmax(logits.float(), dim=1).amax(dim=1)
+    if criterion == "entropy":
+        log_p = F.log_softmax(logits.float(), dim=1)
+        return -(log_p.exp() * log_p).sum(dim=1)
+    raise UserError(f"unknown exit criterion {criterion!r}; choose one of: {', '.join(CRITERIA)}")
+
+
+def leaves_at(logits: torch.Tensor, threshold: float, criterion: str) -> torch.Tensor:
+    """(N,) bool: confidence >= threshold, or entropy <= threshold."""
+    score = exit_score(logits, criterion)
+    return score >= threshold if criterion == "confidence" else score <= threshold
+
+
+class _AllExited(Exception):
+    """Raised from an exit hook to stop the backbone once every input has left."""
+
+
+class _Router:
+    """The state of one :meth:`EarlyExitModel.predict_with_exits` call."""
+
+    def __init__(self, batch: int, threshold: float, criterion: str, device: torch.device) -> None:
+        self.threshold, self.criterion = threshold, criterion
+        self.remaining = torch.arange(batch, device=device)  # original positions still inside
+        self.predictions = torch.full((batch,), -1, dtype=torch.long, device=device)
+        self.exits = torch.full((batch,), -1, dtype=torch.long, device=device)
+
+    def take(self, index: int, logits: torch.Tensor) -> torch.Tensor:
+        """Inputs that leave at exit ``index`` get its prediction; returns the (N,) bool of those staying."""
+        leave = leaves_at(logits, self.threshold, self.criterion)
+        gone = self.remaining[leave]
+        self.predictions[gone] = logits[leave].argmax(dim=1)
+        self.exits[gone] = index
+        self.remaining = self.remaining[~leave]
+        if self.remaining.numel() == 0:
+            raise _AllExited
+        return ~leave
+
+
+class EarlyExitModel(nn.Module):
+    """``backbone`` with exit heads after the modules named in ``exit_points`` (in forward order).
+
+    ``input_shape`` (C, H, W) is one input's shape: a dry run on it finds the channels of
+    each exit point's output. Exit i is ``exits[i]``; index ``len(exit_points)`` means the
+    backbone's own classifier.
+    """
+
+    def __init__(self, backbone: nn.Module, exit_points: Sequence[str], num_classes: int, *,
+                 input_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.exit_points = list(exit_points)
+        self.input_shape = tuple(int(v) for v in input_shape)
+        channels = self._exit_channels()
+        self.exits = nn.ModuleList(ExitHead(c, num_classes) for c in channels)
+        self.exit_logits: list[torch.Tensor] = []
+        self._collecting = False
+        self._router: _Router | None = None
+        modules = dict(backbone.named_modules())
+        for index, name in enumerate(self.exit_points):
+            modules[name].register_forward_hook(self._exit_hook(index))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> the backbone's logits; ``self.exit_logits`` gets each exit's (N, classes)."""
+        self.exit_logits = []
+        self._collecting = True
+        try:
+            return self.backbone(x)
+        finally:
+            self._collecting = False
+
+    @torch.no_grad()
+    def predict_with_exits(self, x: torch.Tensor, threshold: float,
+                           criterion: str = "confidence") -> tuple[torch.Tensor, torch.Tensor]:
+        """(predicted class (N,), exit taken (N,)) in eval mode: each input leaves at the first
+        exit whose confidence >= ``threshold`` (or entropy <= ``threshold``), else at the end."""
+        exit_score(x.new_zeros(1, 1), criterion)  # validates the criterion
+        router = _Router(x.shape[0], threshold, criterion, x.device)
+        was_training = self.training
+        self.eval()
+        self._router = router
+        try:
+            logits = self.backbone(x)
+            router.predictions[router.remaining] = logits.argmax(dim=1)
+            router.exits[router.remaining] = len(self.exits)
+        except _AllExited:
+            pass
+        finally:
+            self._router = None
+            self.train(was_training)
+        return router.predictions, router.exits
+
+    def _exit_hook(self, index: int):
+        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor):
+            if self._collecting:
+                self.exit_logits.append(self.exits[index](output))
+            elif self._router is not None:
+                return output[self._router.take(index, self.exits[index](output))]
+            return None  # the backbone called on its own
+
+        return hook
+
+    @torch.no_grad()
+    def _exit_channels(self) -> list[int]:
+        """Channels of each exit point's output, from one forward pass; checks the points."""
+        modules = dict(self.backbone.named_modules())
+        unknown = [name for name in self.exit_points if name not in modules]
+        if unknown or not self.exit_points or len(set(self.exit_points)) < len(self.exit_points):
+            raise UserError(f"exit points must name distinct modules of the backbone, got {self.exit_points}"
+                            + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+        calls: list[tuple[str, torch.Size]] = []
+        handles = [modules[name].register_forward_hook(
+            lambda m, i, out, name=name: calls.append((name, out.shape))) for name in self.exit_points]
+        device = next((p.device for p in self.backbone.parameters()), torch.device("cpu"))
+        was_training = self.backbone.training
+        try:
+            self.backbone.eval()
+            self.backbone(torch.zeros(1, *self.input_shape, device=device))
+        finally:
+            self.backbone.train(was_training)
+            for handle in handles:
+                handle.remove()
+        if [name for name, _ in calls] != self.exit_points:
+            raise UserError("exit points must be distinct modules, each called once per forward pass, "
+                            f"listed in forward order; the forward pass called {[n for n, _ in calls]}")
+        flat = [name for name, shape in calls if len(shape) != 4]
+        if flat:
+            raise UserError(f"exit points need (N, C, H, W) feature maps; {', '.join(flat)} is not one")
+        return [shape[1] for _, shape in calls]
+
+    def extra_repr(self) -> str:
+        return f"exit_points={self.exit_points}"
