@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+from deepshrink.cli import main
+from deepshrink.data import load_dataset
+from deepshrink.models import build_model, load_model, save_model
+from deepshrink.pipeline.train import new_model_info
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    torch.manual_seed(0)
+    info = new_model_info("digits-cnn", load_dataset("digits", "test"))
+    return str(save_model(tmp_path / "dense.safetensors", build_model(info.arch), info))
+
+
+def _exit_code(argv):
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse errors exit directly
+        return exc.code
+
+
+def test_prune_without_fine_tuning(model_file, tmp_path, capsys):
+    out = tmp_path / "p.safetensors"
+    assert main(["prune", model_file, "--sparsity", "0.7", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "conv2" in printed and "70.00% pruned" in printed and "model written to" in printed
+    model, _ = load_model(out)
+    assert int((model.conv2.weight == 0).sum()) == round(0.7 * model.conv2.weight.numel())
+    assert int((model.conv1.weight == 0).sum()) == 0
+
+
+def test_std_criterion_with_exclude_and_evaluation(model_file, tmp_path, capsys):
+    out = tmp_path / "p.safetensors"
+    code = main(["prune", model_file, "--criterion", "std", "--std-factor", "0.5", "--exclude", "conv3",
+                 "--data", "digits", "--limit-test", "100", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "test top-1" in printed and "conv3" not in printed
+    dense = load_model(model_file)[0].conv2.weight.detach()
+    pruned = load_model(out)[0].conv2.weight.detach()
+    assert torch.equal(pruned == 0, dense.abs() < 0.5 * dense.std())
+
+
+def test_agp_with_fine_tuning(model_file, tmp_path, capsys):
+    out = tmp_path / "p.safetensors"
+    code = main(["prune", model_file, "--sparsity", "0.5", "--schedule", "agp", "--epochs", "2",
+                 "--data", "digits", "--limit-train", "128", "--limit-test", "64", "--batch-size", "64",
+                 "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    assert "pruned layers: 50.00% sparse, test top-1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--sparsity", "1.0"], "out of range"),
+    (["--sparsity", "-0.2"], "out of range"),
+    (["--sparsity", "0.5", "--epochs", "-1"], "out of range"),
+    (["--sparsity", "0.5", "--std-factor", "1"], "not allowed with"),
+    (["--sparsity", "0.5", "--criterion", "std"], "--std-factor"),
+    (["--std-factor", "0.5"], "--std-factor"),
+    (["--sparsity", "0.5", "--epochs", "1"], "needs --data"),
+    (["--sparsity", "0.5", "--exclude", "fc9*"], "matches no"),
+    (["--sparsity", "0.5", "--schedule", "cubic"], "invalid choice"),
+])
+def test_bad_inputs_exit_2_with_one_line(model_file, tmp_path, capsys, extra, needle):
+    out = tmp_path / "p.safetensors"
+    assert _exit_code(["prune", model_file, *extra, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_missing_model_file(tmp_path, capsys):
+    assert main(["prune", str(tmp_path / "none.safetensors"), "--sparsity", "0.5",
+                 "--out", str(tmp_path / "p.safetensors")]) == 2
+    assert "model file not found" in capsys.readouterr().err

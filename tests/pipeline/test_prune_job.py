@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from deepshrink.data import load_dataset
+from deepshrink.errors import UserError
+from deepshrink.models import build_model, load_model, save_model
+from deepshrink.pipeline.prune import PruneSettings, prune_job
+from deepshrink.pipeline.train import new_model_info
+from deepshrink.prune import masks_of
+from deepshrink.train import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", "train").subset(256), load_dataset("digits", "test").subset(128)
+
+
+@pytest.fixture
+def model_file(tmp_path, digits):
+    torch.manual_seed(0)
+    info = new_model_info("digits-cnn", digits[0])
+    return save_model(tmp_path / "dense.safetensors", build_model(info.arch), info)
+
+
+def _config(epochs):
+    return TrainConfig(epochs=epochs, batch_size=64, lr=0.02, device="cpu", progress=False)
+
+
+def test_oneshot_without_fine_tuning_needs_no_data(model_file, tmp_path):
+    result = prune_job(model_file, tmp_path / "p.safetensors", PruneSettings(0.5), _config(0))
+    assert list(result.layer_sparsity) == ["conv2", "conv3"]  # conv1 and fc excluded by default
+    assert result.layer_sparsity["conv2"] == 0.5 and result.test_top1 is None
+    model, info = load_model(tmp_path / "p.safetensors")
+    record = info.history[-1]
+    assert record["stage"] == "prune" and record["target_sparsity"] == 0.5 and record["epochs"] == 0
+    assert set(masks_of(model)) == {"conv2", "conv3"}
+    assert int((model.conv3.weight == 0).sum()) == model.conv3.weight.numel() // 2
+
+
+def test_global_linear_schedule_with_fine_tuning(model_file, tmp_path, digits):
+    settings = PruneSettings(0.6, scope="global", schedule="linear", prune_epochs=1,
+                             exclude_first_last=False)
+    result = prune_job(model_file, tmp_path / "p.safetensors", settings, _config(2),
+                       train_set=digits[0], test_set=digits[1])
+    assert result.sparsity == pytest.approx(0.6, abs=1e-4)
+    assert len(set(round(s, 3) for s in result.layer_sparsity.values())) > 1  # global: layers differ
+    assert 0.0 <= result.test_top1 <= 1.0
+    _, info = load_model(tmp_path / "p.safetensors")
+    assert [h["stage"] for h in info.history] == ["train", "prune"]
+    assert info.history[-1]["prune_epochs"] == 1 and info.history[-1]["scope"] == "global"
+
+
+@pytest.mark.parametrize("settings,epochs,needle", [
+    (PruneSettings(1.0), 0, r"sparsity must be in \[0, 1\)"),
+    (PruneSettings(-0.1), 0, "sparsity must be"),
+    (PruneSettings(0.5), -1, "epochs must be >= 0"),
+    (PruneSettings(0.5), 2, "needs training data"),
+    (PruneSettings(0.5, criterion="std"), -1, "epochs"),
+    (PruneSettings(-1.0, criterion="std"), 0, "std factor"),
+    (PruneSettings(0.5, schedule="linear", prune_epochs=5), 2, "prune epochs"),
+    (PruneSettings(0.5, exclude=("nope*",)), 0, "matches no"),
+])
+def test_bad_settings_are_user_errors_and_write_nothing(model_file, tmp_path, settings, epochs, needle):
+    config = TrainConfig(epochs=0, device="cpu")
+    config.epochs = epochs  # bypass TrainConfig's own check to reach prune_job's
+    with pytest.raises(UserError, match=needle):
+        prune_job(model_file, tmp_path / "p.safetensors", settings, config)
+    assert not (tmp_path / "p.safetensors").exists()
