@@ -75,3 +75,22 @@ def test_missing_model_file(tmp_path, capsys):
     assert main(["prune", str(tmp_path / "none.safetensors"), "--sparsity", "0.5",
                  "--out", str(tmp_path / "p.safetensors")]) == 2
     assert "model file not found" in capsys.readouterr().err
+
+
+def test_prune_with_teacher_distils_during_fine_tuning(tmp_path, capsys):
+    from deepshrink.cli import main
+    from deepshrink.models import read_info
+
+    teacher = tmp_path / "teacher"
+    assert main(["train", "--model", "digits-cnn", "--data", "synthetic", "--epochs", "1", "--batch-size", "32",
+                 "--out", str(teacher)]) == 0
+    out = tmp_path / "pruned.safetensors"
+    assert main(["prune", str(teacher / "model.safetensors"), "--sparsity", "0.5", "--epochs", "1",
+                 "--data", "synthetic", "--batch-size", "32", "--teacher", str(teacher / "model.safetensors"),
+                 "--kd-temperature", "2", "--out", str(out)]) == 0
+    stages = [r["stage"] for r in read_info(out).history]
+    assert stages == ["train", "distill", "train", "prune"]
+    capsys.readouterr()
+    assert main(["prune", str(teacher / "model.safetensors"), "--sparsity", "0.5", "--teacher",
+                 str(teacher / "model.safetensors"), "--out", str(tmp_path / "x")]) == 2
+    assert "--epochs > 0" in capsys.readouterr().err

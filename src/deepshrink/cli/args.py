@@ -70,3 +70,24 @@ def add_data_args(parser: argparse.ArgumentParser, *, required: bool = True) -> 
     parser.add_argument("--data-dir", metavar="DIR",
                         help="folder holding the dataset (cifar10: cifar10_{train,test}.npz, "
                              "cifar-10-batches-py or cifar-10-batches-bin; mnist: idx files)")
+
+
+def add_distill_args(parser: argparse.ArgumentParser) -> None:
+    """``--teacher MODEL_FILE --kd-temperature T --kd-alpha A`` (knowledge distillation)."""
+    parser.add_argument("--teacher", metavar="MODEL_FILE", help="distil from this model's soft targets")
+    parser.add_argument("--kd-temperature", type=positive_float, metavar="T", help="softmax temperature (default 4)")
+    parser.add_argument("--kd-alpha", type=_number(float, "a number", low=0, high=1), metavar="A",
+                        help="weight of the distillation term in [0, 1]; 1 - A weighs the labels (default 0.9)")
+
+
+def distill_hooks(args: argparse.Namespace, train_set) -> list:
+    """The distillation hook the arguments ask for (none without ``--teacher``)."""
+    from deepshrink.errors import UserError
+    from deepshrink.pipeline.train import distillation_hook
+
+    if args.teacher is None:
+        if args.kd_temperature is not None or args.kd_alpha is not None:
+            raise UserError("--kd-temperature and --kd-alpha need --teacher")
+        return []
+    options = {"temperature": args.kd_temperature, "alpha": args.kd_alpha}
+    return [distillation_hook(args.teacher, train_set, **{k: v for k, v in options.items() if v is not None})]

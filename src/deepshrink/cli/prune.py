@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from deepshrink.cli.args import (add_data_args, nonneg_float, nonneg_int, positive_float, positive_int,
+from deepshrink.cli.args import (add_data_args, add_distill_args, distill_hooks, nonneg_float, nonneg_int, positive_float, positive_int,
                                  set_threads, unit_interval)
 from deepshrink.errors import UserError
 from deepshrink.pipeline.datasets import load_split
@@ -45,6 +45,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=nonneg_int, default=0)
     p.add_argument("--limit-train", type=positive_int, metavar="N", help="use only the first N training images")
     p.add_argument("--limit-test", type=positive_int, metavar="N", help="use only the first N test images")
+    add_distill_args(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=positive_int)
     p.set_defaults(run=run)
@@ -67,10 +68,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--resume needs --run-dir")
     if args.epochs and args.data is None:
         raise UserError("fine-tuning (--epochs > 0) needs --data")
+    if args.teacher and not args.epochs:
+        raise UserError("--teacher distils during fine-tuning: give --epochs > 0")
     train_set = load_split(args.data, "train", args.data_dir, args.limit_train) if args.epochs else None
     test_set = load_split(args.data, "test", args.data_dir, args.limit_test) if args.data else None
     result = prune_job(args.model_file, args.out, settings, config, train_set=train_set, test_set=test_set,
-                       run_dir=args.run_dir, resume=args.resume)
+                       run_dir=args.run_dir, resume=args.resume,
+                       hooks=distill_hooks(args, train_set) if train_set is not None else [])
     width = max(len(name) for name in result.layer_sparsity)
     for name, sparsity in result.layer_sparsity.items():
         print(f"{name:<{width}}  {100 * sparsity:6.2f}% pruned")

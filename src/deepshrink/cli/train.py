@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from deepshrink.cli.args import (add_data_args, key_value, nonneg_float, nonneg_int, positive_float,
+from deepshrink.cli.args import (add_data_args, add_distill_args, distill_hooks, key_value, nonneg_float, nonneg_int, positive_float,
                                  positive_int, set_threads, unit_interval)
 from deepshrink.models import model_names
 from deepshrink.pipeline.datasets import load_split
-from deepshrink.errors import UserError
-from deepshrink.pipeline.train import distillation_hook, train_job
+from deepshrink.pipeline.train import train_job
 from deepshrink.train import TrainConfig
 from deepshrink.train.optim import OPTIMIZERS
 from deepshrink.train.schedule import SCHEDULES
@@ -45,10 +44,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=positive_int, help="CPU threads for torch")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
-    p.add_argument("--teacher", metavar="MODEL_FILE", help="distil from this model's soft targets")
-    p.add_argument("--kd-temperature", type=positive_float, metavar="T", help="softmax temperature (default 4)")
-    p.add_argument("--kd-alpha", type=float, metavar="A",
-                   help="weight of the distillation term in [0, 1]; 1 - A weighs the labels (default 0.9)")
+    add_distill_args(p)
     p.set_defaults(run=run)
 
 
@@ -64,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, eval_every=args.eval_every, device=args.device)
     trainer, result = train_job(train_set, test_set, config, model_name=args.model,
                                 model_options=dict(args.model_opt), init_from=args.init,
-                                out_dir=args.out, resume=args.resume, hooks=_hooks(args, train_set))
+                                out_dir=args.out, resume=args.resume, hooks=distill_hooks(args, train_set))
     if not trainer.dist.is_main:
         return 0
     for record in result.history:
@@ -78,11 +74,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"model written to {args.out}/model.safetensors")
     return 0
 
-
-def _hooks(args: argparse.Namespace, train_set) -> list:
-    if args.teacher is None:
-        if args.kd_temperature is not None or args.kd_alpha is not None:
-            raise UserError("--kd-temperature and --kd-alpha need --teacher")
-        return []
-    options = {"temperature": args.kd_temperature, "alpha": args.kd_alpha}
-    return [distillation_hook(args.teacher, train_set, **{k: v for k, v in options.items() if v is not None})]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -15,7 +15,7 @@ from deepshrink.pipeline.datasets import check_fits
 from deepshrink.prune import attach_full_masks, mask_method, masks_of, prunable_layers, prune_layers
 from deepshrink.prune.criteria import CRITERIA, SCOPES
 from deepshrink.prune.schedules import SCHEDULES, PruneSchedule, schedule_amounts
-from deepshrink.train import Trainer, TrainConfig, evaluate, resolve_device
+from deepshrink.train import Trainer, TrainConfig, TrainHook, evaluate, resolve_device
 
 
 @dataclass(frozen=True)
@@ -79,12 +79,13 @@ class PruneResult:
 def prune_job(model_file: str | os.PathLike, out: str | os.PathLike, settings: PruneSettings,
               config: TrainConfig, *, train_set: ImageDataset | None = None,
               test_set: ImageDataset | None = None, run_dir: str | os.PathLike | None = None,
-              resume: bool = False) -> PruneResult:
+              resume: bool = False, hooks: Sequence[TrainHook] = ()) -> PruneResult:
     """Prune ``model_file`` and write the masked model to ``out``.
 
     With ``config.epochs == 0`` the model is pruned once to the target (no data needed);
     otherwise it is pruned on ``settings.schedule`` while training ``config.epochs`` epochs on
-    ``train_set`` (checkpoints in ``run_dir`` if given). The masks are kept in the output.
+    ``train_set`` (checkpoints in ``run_dir`` if given), with extra ``hooks`` (e.g. distillation)
+    taking part. The masks are kept in the output.
     """
     settings.check(config.epochs)
     if config.epochs and train_set is None:
@@ -104,7 +105,7 @@ def prune_job(model_file: str | os.PathLike, out: str | os.PathLike, settings: P
     else:
         attach_full_masks(model, names)
         hook = PruneSchedule(names, method, settings.amounts(config.epochs), recover=settings.schedule == "linear")
-        trainer = Trainer(model, train_set, test_set, config, out_dir=run_dir, info=info, hooks=[hook])
+        trainer = Trainer(model, train_set, test_set, config, out_dir=run_dir, info=info, hooks=[hook, *hooks])
         final = trainer.fit(resume=resume).final
         model, info = trainer.model, trainer.info
         test_top1 = final.top1 if final is not None else None
