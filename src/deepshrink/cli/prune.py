@@ -1,28 +1,45 @@
-"""``deepshrink prune``: fine-grained pruning of a model file, optionally with fine-tuning."""
+"""``deepshrink prune``: prune a model file — individual weights (fine-grained masks), or with
+``--structured`` whole channels (physically smaller layers) — optionally with fine-tuning."""
 
 from __future__ import annotations
 
 import argparse
 
-from deepshrink.cli.args import (add_data_args, add_distill_args, distill_hooks, nonneg_float, nonneg_int, positive_float, positive_int,
-                                 set_threads, unit_interval)
+from deepshrink.cli.args import (add_data_args, add_distill_args, distill_hooks, nonneg_float, nonneg_int,
+                                 positive_float, positive_int, set_threads, unit_interval)
 from deepshrink.errors import UserError
 from deepshrink.pipeline.datasets import load_split
 from deepshrink.pipeline.prune import PruneSettings, prune_job
+from deepshrink.pipeline.structured_prune import StructuredPruneResult, structured_prune_job
 from deepshrink.prune.criteria import CRITERIA, SCOPES
 from deepshrink.prune.schedules import SCHEDULES
+from deepshrink.prune.structured import CRITERIA as STRUCTURED_CRITERIA
+from deepshrink.prune.structured import StructuredSettings
 from deepshrink.train import TrainConfig
 
 
 def register(sub) -> None:
-    p = sub.add_parser("prune", help="prune individual weights of a model file", description=__doc__)
+    p = sub.add_parser("prune", help="prune weights or whole channels of a model file", description=__doc__)
     p.add_argument("model_file", metavar="MODEL_FILE")
-    p.add_argument("--criterion", choices=CRITERIA, default="magnitude")
+    p.add_argument("--structured", action="store_true",
+                   help="remove whole channels: the layers physically shrink (criteria l1, l2, fpgm, bn-scale, random)")
+    p.add_argument("--criterion", choices=sorted(set(CRITERIA) | set(STRUCTURED_CRITERIA)),
+                   help="magnitude (default), std or random; with --structured: l1 (default), l2, fpgm, bn-scale, random")
     amount = p.add_mutually_exclusive_group(required=True)
     amount.add_argument("--sparsity", type=unit_interval, metavar="Q",
                         help="fraction of weights to prune, in [0, 1) (magnitude, random)")
     amount.add_argument("--std-factor", type=nonneg_float, metavar="S",
                         help="prune |w| < S * std(w) (criterion std)")
+    amount.add_argument("--ratio", type=unit_interval, metavar="R",
+                        help="--structured: fraction of channels to remove from every prunable group")
+    amount.add_argument("--target-macs-reduction", type=unit_interval, metavar="F",
+                        help="--structured: remove channels until the MACs fall by this fraction")
+    p.add_argument("--global", dest="global_ranking", action="store_true",
+                   help="--structured: one ranking of channels over all layers")
+    p.add_argument("--round-to", type=positive_int, default=1, metavar="N",
+                   help="--structured: keep a multiple of N channels per layer")
+    p.add_argument("--li-resnet-rule", action="store_true",
+                   help="--structured: prune only the first conv of each residual block (Li et al. 2017)")
     p.add_argument("--scope", choices=SCOPES, default="layer",
                    help="layer: the same sparsity in every layer; global: one threshold over all")
     p.add_argument("--schedule", choices=SCHEDULES, default="oneshot")
@@ -52,6 +69,11 @@ def register(sub) -> None:
 
 
 def _settings(args: argparse.Namespace) -> PruneSettings:
+    if args.ratio is not None or args.target_macs_reduction is not None:
+        raise UserError("--ratio and --target-macs-reduction need --structured")
+    args.criterion = args.criterion or "magnitude"
+    if args.criterion not in CRITERIA:
+        raise UserError(f"criterion {args.criterion} is for --structured; fine-grained pruning takes: {', '.join(CRITERIA)}")
     if (args.criterion == "std") != (args.std_factor is not None):
         raise UserError("--criterion std takes --std-factor S; magnitude and random take --sparsity Q")
     amount = args.std_factor if args.criterion == "std" else args.sparsity
@@ -59,9 +81,19 @@ def _settings(args: argparse.Namespace) -> PruneSettings:
                          tuple(args.exclude), not args.prune_first_last, args.seed)
 
 
+def _structured_settings(args: argparse.Namespace) -> StructuredSettings:
+    if args.sparsity is not None or args.std_factor is not None:
+        raise UserError("--structured takes --ratio R or --target-macs-reduction F")
+    criterion = args.criterion or "l1"
+    if criterion not in STRUCTURED_CRITERIA:
+        raise UserError(f"--structured takes --criterion {', '.join(STRUCTURED_CRITERIA)}; got {criterion}")
+    return StructuredSettings(criterion, args.ratio, args.target_macs_reduction, args.global_ranking,
+                              args.round_to, args.li_resnet_rule, seed=args.seed)
+
+
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
-    settings = _settings(args)
+    settings = _structured_settings(args) if args.structured else _settings(args)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                          weight_decay=args.weight_decay, seed=args.seed, device=args.device)
     if args.resume and args.run_dir is None:
@@ -72,13 +104,31 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--teacher distils during fine-tuning: give --epochs > 0")
     train_set = load_split(args.data, "train", args.data_dir, args.limit_train) if args.epochs else None
     test_set = load_split(args.data, "test", args.data_dir, args.limit_test) if args.data else None
+    hooks = distill_hooks(args, train_set) if train_set is not None else []
+    if args.structured:
+        return _print_structured(args, structured_prune_job(
+            args.model_file, args.out, settings, config, train_set=train_set, test_set=test_set,
+            run_dir=args.run_dir, resume=args.resume, hooks=hooks))
     result = prune_job(args.model_file, args.out, settings, config, train_set=train_set, test_set=test_set,
-                       run_dir=args.run_dir, resume=args.resume,
-                       hooks=distill_hooks(args, train_set) if train_set is not None else [])
+                       run_dir=args.run_dir, resume=args.resume, hooks=hooks)
     width = max(len(name) for name in result.layer_sparsity)
     for name, sparsity in result.layer_sparsity.items():
         print(f"{name:<{width}}  {100 * sparsity:6.2f}% pruned")
     shown = f", test top-1 {100 * result.test_top1:.2f}%" if result.test_top1 is not None else ""
     print(f"pruned layers: {100 * result.sparsity:.2f}% sparse{shown}")
+    print(f"model written to {args.out}")
+    return 0
+
+
+def _print_structured(args: argparse.Namespace, result: StructuredPruneResult) -> int:
+    record = result.record
+    for group, (before, after) in record["channels"].items():
+        print(f"{group:<24} {before:4d} -> {after:4d} channels")
+    print(f"MACs {record['macs_before']:,} -> {record['macs_after']:,} "
+          f"({record['macs_before'] / max(record['macs_after'], 1):.2f}x fewer), "
+          f"params {record['params_before']:,} -> {record['params_after']:,}")
+    if result.test_top1 is not None:
+        before = f" (dense {100 * result.test_top1_before:.2f}%)" if result.test_top1_before is not None else ""
+        print(f"test top-1 {100 * result.test_top1:.2f}%{before}")
     print(f"model written to {args.out}")
     return 0

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from torch import nn
 
 from deepshrink.errors import UserError
+from deepshrink.models.overrides import apply_overrides
 
 Builder = Callable[..., nn.Module]
 
@@ -32,13 +33,18 @@ class ModelEntry:
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """What to build: a zoo name and the builder's keyword arguments (JSON values only)."""
+    """What to build: a zoo name and the builder's keyword arguments (JSON values only), plus
+    optional module overrides (resized layers, see :mod:`deepshrink.models.overrides`)."""
 
     name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kwargs": dict(self.kwargs)}
+        data = {"name": self.name, "kwargs": dict(self.kwargs)}
+        if self.overrides:
+            data["overrides"] = {name: dict(args) for name, args in self.overrides.items()}
+        return data
 
     @classmethod
     def from_dict(cls, data: Any) -> "ArchSpec":
@@ -47,7 +53,10 @@ class ArchSpec:
         kwargs = data.get("kwargs", {})
         if not isinstance(kwargs, dict):
             raise UserError("architecture spec 'kwargs' must be an object")
-        return cls(data["name"], dict(kwargs))
+        overrides = data.get("overrides", {})
+        if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+            raise UserError("architecture spec 'overrides' must map module names to objects")
+        return cls(data["name"], dict(kwargs), {name: dict(args) for name, args in overrides.items()})
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -105,13 +114,14 @@ def make_spec(
 
 
 def build_model(spec: ArchSpec) -> nn.Module:
-    """Build the module described by ``spec``."""
+    """Build the module described by ``spec`` (applying its overrides)."""
     entry = get_entry(spec.name)
     _check_kwargs(entry, spec.kwargs)
     try:
-        return entry.builder(**spec.kwargs)
+        model = entry.builder(**spec.kwargs)
     except (TypeError, ValueError) as exc:
         raise UserError(f"cannot build {spec.name} with {spec.kwargs}: {exc}") from None
+    return apply_overrides(model, spec.overrides) if spec.overrides else model
 
 
 def _check_kwargs(entry: ModelEntry, kwargs: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deepshrink.models.overrides import register_override_type
 from deepshrink.models.registry import register_model
 from deepshrink.models.zoo._common import check_positive
 
@@ -24,24 +25,47 @@ class ZeroPadShortcut(nn.Module):
     (N, in_channels, H, W) -> (N, out_channels, ceil(H/stride), ceil(W/stride)); the input
     channels land at ``pad_front .. pad_front + in_channels``, with ``pad_front =
     (out_channels - in_channels) // 2`` zero channels before them and the rest after.
+    Structured pruning may leave them at other output channels: ``positions`` (increasing,
+    one per input channel) then says where each input channel lands.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int,
+                 positions: list[int] | None = None) -> None:
         super().__init__()
         if out_channels < in_channels:
             raise ValueError(f"option-A shortcut cannot shrink {in_channels} to {out_channels} channels")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.stride = stride
-        self.pad_front = (out_channels - in_channels) // 2
+        if positions is None:
+            positions = list(range((out_channels - in_channels) // 2, (out_channels + in_channels) // 2))
+        positions = [int(p) for p in positions]
+        if len(positions) != in_channels or positions != sorted(set(positions)) or (
+                positions and not 0 <= positions[0] <= positions[-1] < out_channels):
+            raise ValueError(f"positions must be {in_channels} increasing channels below {out_channels}")
+        self.positions = positions
+        self.pad_front = positions[0] if positions else out_channels
         self.pad_back = out_channels - in_channels - self.pad_front
+        contiguous = positions == list(range(self.pad_front, self.pad_front + in_channels))
+        self.register_buffer("index", None if contiguous else torch.tensor(positions), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, self.pad_front, self.pad_back))
+        if self.index is None:
+            return F.pad(x, (0, 0, 0, 0, self.pad_front, self.pad_back))
+        out = x.new_zeros(x.shape[0], self.out_channels, *x.shape[2:])
+        return out.index_copy(1, self.index, x)
+
+    def constructor_args(self) -> dict:
+        """The keyword arguments that rebuild this module (JSON values)."""
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "stride": self.stride, "positions": list(self.positions)}
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, stride={self.stride}"
+
+
+register_override_type(ZeroPadShortcut)
 
 
 class BasicBlock(nn.Module):

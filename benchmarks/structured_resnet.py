@@ -1,0 +1,131 @@
+"""Benchmark: structured (filter) pruning of the pretrained CIFAR ResNet-20/56 on the real CIFAR-10.
+
+    .venv/bin/python benchmarks/structured_resnet.py --data-dir ../shared/data --out runs/bench-structured
+
+For each model and setting: test top-1 (full test set) of the dense and the pruned model, with
+and (``--finetune-epochs N``) without fine-tuning, parameters, MACs per image, and measured CPU
+latency at batch 1 and 128, dense vs pruned; the latency speed-up is compared with the MAC
+reduction ratio (dense MACs / pruned MACs). Settings:
+
+- ``l1-li-a``: L1 (Li et al. 2017), only the first conv of each block, 10 % of its filters;
+- ``l1-li-b``: the same with 60 / 30 / 10 % in stages 1 / 2 / 3;
+- ``l1-li-50``: L1, Li et al. rule, uniform ratio found for a 50 % MAC reduction;
+- ``fpgm-50``: FPGM, every prunable group, uniform ratio for a 50 % MAC reduction;
+- ``global-l1-50``: L1 with one global ranking over every group, 50 % MAC reduction.
+
+Writes OUT/summary.json and prints Markdown rows for BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from deepshrink.analysis import measure_latency
+from deepshrink.data import BatchLoader
+from deepshrink.models import InputSpec, ModelInfo
+from deepshrink.models.pretrained import PRETRAINED_MEAN, PRETRAINED_STD, import_pretrained
+from deepshrink.pipeline.datasets import load_split
+from deepshrink.prune.structured import StructuredSettings, prune_channels, pruned_spec
+from deepshrink.train import Trainer, TrainConfig, evaluate
+
+SHAPE = (3, 32, 32)
+CHECKPOINTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
+SETTINGS = {
+    "l1-li-a": StructuredSettings("l1", ratio=0.1, li_resnet_rule=True),
+    "l1-li-b": StructuredSettings("l1", ratio=0.1, li_resnet_rule=True,
+                                  layer_ratios={"layer1.*": 0.6, "layer2.*": 0.3, "layer3.*": 0.1}),
+    "l1-li-50": StructuredSettings("l1", target_macs_reduction=0.5, li_resnet_rule=True),
+    "fpgm-50": StructuredSettings("fpgm", target_macs_reduction=0.5),
+    "global-l1-50": StructuredSettings("l1", target_macs_reduction=0.5, global_ranking=True),
+}
+
+
+def accuracy(model, test_set) -> float:
+    loader = BatchLoader(test_set, 500, mean=PRETRAINED_MEAN, std=PRETRAINED_STD)
+    return evaluate(model, loader, torch.device("cpu")).top1
+
+
+def latency(model, threads: int) -> dict:
+    """Median ms per batch at batch 1 and 128."""
+    return {f"batch{b}_ms": measure_latency(model, SHAPE, batch=b, threads=threads, warmup=w,
+                                            repeats=r).latency_ms
+            for b, w, r in ((1, 20, 100), (128, 2, 7))}
+
+
+def fine_tune(model, info: ModelInfo, train_set, test_set, epochs: int, out_dir: Path) -> float:
+    """SGD, lr 0.01 cosine, weight decay 5e-4, batch 128; checkpoints (resumable) in ``out_dir``."""
+    config = TrainConfig(epochs=epochs, batch_size=128, lr=0.01, weight_decay=5e-4, schedule="cosine",
+                         progress=False)
+    trainer = Trainer(model, train_set, test_set, config, out_dir=out_dir, info=info)
+    final = trainer.fit(resume=(out_dir / "last.ckpt").exists()).final
+    return final.top1
+
+
+def run(name: str, data_dir: Path, settings: list[str], threads: int, finetune_epochs: int,
+        out: Path, train_set, test_set) -> list[dict]:
+    dense, spec = import_pretrained(name, data_dir / "pretrained" / CHECKPOINTS[name])
+    base = {"model": name, "top1": accuracy(dense, test_set), **latency(dense, threads)}
+    rows = []
+    for key in settings:
+        model = copy.deepcopy(dense)
+        start = time.perf_counter()
+        result = prune_channels(model, SHAPE, SETTINGS[key])
+        row = {"setting": key, "prune_s": time.perf_counter() - start, "dense": base,
+               "macs_before": result.macs_before, "macs_after": result.macs_after,
+               "params_before": result.params_before, "params_after": result.params_after,
+               "ratio": result.ratio, "top1_oneshot": accuracy(model.eval(), test_set), **latency(model, threads)}
+        if finetune_epochs:
+            info = ModelInfo(pruned_spec(spec, model, result.resized), InputSpec(SHAPE, PRETRAINED_MEAN, PRETRAINED_STD))
+            row["top1_finetuned"] = fine_tune(model, info, train_set, test_set, finetune_epochs,
+                                              out / f"{name}-{key}")
+        row["mac_ratio"] = result.macs_before / result.macs_after
+        for b in (1, 128):
+            row[f"speedup_batch{b}"] = base[f"batch{b}_ms"] / row[f"batch{b}_ms"]
+        rows.append(row)
+        print(markdown(row), flush=True)
+    return rows
+
+
+def markdown(row: dict) -> str:
+    tuned = f"{100 * row['top1_finetuned']:.2f}" if "top1_finetuned" in row else "-"
+    return (f"| {row['dense']['model']} | {row['setting']} | {100 * row['dense']['top1']:.2f} | "
+            f"{100 * row['top1_oneshot']:.2f} | {tuned} | {row['params_before'] / 1e3:.0f}k -> "
+            f"{row['params_after'] / 1e3:.0f}k | {row['macs_before'] / 1e6:.1f}M -> {row['macs_after'] / 1e6:.1f}M "
+            f"({row['mac_ratio']:.2f}x) | {row['dense']['batch1_ms']:.2f} -> {row['batch1_ms']:.2f} ms "
+            f"({row['speedup_batch1']:.2f}x) | {row['dense']['batch128_ms']:.0f} -> {row['batch128_ms']:.0f} ms "
+            f"({row['speedup_batch128']:.2f}x) |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    p.add_argument("--out", type=Path, default=Path("runs/bench-structured"))
+    p.add_argument("--models", nargs="+", default=list(CHECKPOINTS), choices=list(CHECKPOINTS))
+    p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--finetune-epochs", type=int, default=0)
+    args = p.parse_args()
+    torch.manual_seed(0)
+    test_set = load_split("cifar10", "test", args.data_dir)
+    train_set = load_split("cifar10", "train", args.data_dir) if args.finetune_epochs else None
+    print("| model | setting | dense top-1 | one-shot top-1 | fine-tuned top-1 | params | MACs | "
+          "latency batch 1 | latency batch 128 |\n|---|---|---|---|---|---|---|---|---|", flush=True)
+    rows = []
+    for name in args.models:
+        rows += run(name, args.data_dir, args.settings, args.threads, args.finetune_epochs, args.out,
+                    train_set, test_set)
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+               "threads": args.threads, "finetune_epochs": args.finetune_epochs, "rows": rows}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""The structured prune job: load a model file, remove channels, optionally fine-tune, save.
+
+The output model file holds the smaller dense model; its architecture spec carries the
+resized layers as overrides, so it reloads through ``load_model`` alone. Its history gains
+``{"stage": "structured-prune", criterion/ratio settings, "macs_before", "macs_after",
+"params_before", "params_after", "channels": {group: [before, after]}, "skipped": {...}}``
+(followed by the ``train`` stage of the fine-tuning, if any).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from deepshrink.data import BatchLoader, ImageDataset
+from deepshrink.errors import UserError
+from deepshrink.models import ModelInfo, load_model, save_model
+from deepshrink.pipeline.datasets import check_fits
+from deepshrink.prune.structured import StructuredSettings, prune_channels, pruned_spec
+from deepshrink.train import Trainer, TrainConfig, TrainHook, evaluate, resolve_device
+
+__all__ = ["StructuredPruneResult", "structured_prune_job"]
+
+
+@dataclass(frozen=True)
+class StructuredPruneResult:
+    test_top1_before: float | None  # of the dense model, when a test set was given
+    test_top1: float | None         # after pruning (and fine-tuning)
+    record: dict[str, Any]          # the history entry written to the model file
+
+
+def _accuracy(model, info: ModelInfo, dataset: ImageDataset, config: TrainConfig) -> float:
+    device = resolve_device(config.device)
+    model.to(device)
+    loader = BatchLoader(dataset, config.eval_batch_size, mean=info.input.mean, std=info.input.std, device=device)
+    return evaluate(model, loader, device).top1
+
+
+def structured_prune_job(model_file: str | os.PathLike, out: str | os.PathLike, settings: StructuredSettings,
+                         config: TrainConfig, *, train_set: ImageDataset | None = None,
+                         test_set: ImageDataset | None = None, run_dir: str | os.PathLike | None = None,
+                         resume: bool = False, hooks: Sequence[TrainHook] = ()) -> StructuredPruneResult:
+    """Prune ``model_file`` structurally and write the smaller model to ``out``.
+
+    ``config.epochs`` epochs of fine-tuning on ``train_set`` follow (0: none, no data needed);
+    checkpoints go to ``run_dir`` if given (pruning is deterministic, so ``resume`` continues
+    the fine-tuning of an interrupted run); extra ``hooks`` (e.g. distillation) take part in it.
+    """
+    settings.check()
+    model, info = load_model(model_file)
+    for dataset in (train_set, test_set):
+        if dataset is not None:
+            check_fits(info, dataset)
+    if config.epochs > 0 and train_set is None:
+        raise UserError("fine-tuning (epochs > 0) needs training data: give --data")
+    top1_before = _accuracy(model, info, test_set, config) if test_set is not None else None
+    model.cpu()
+    result = prune_channels(model, tuple(info.input.shape), settings)
+    record = {"stage": "structured-prune", **settings.record(), **result.record()}
+    info = ModelInfo(pruned_spec(info.arch, model, result.resized), info.input, info.classes,
+                     info.dataset, [*info.history, record])
+    if config.epochs > 0:
+        torch.manual_seed(config.seed)
+        trainer = Trainer(model, train_set, test_set, config, out_dir=run_dir, info=info, hooks=hooks)
+        final = trainer.fit(resume=resume).final
+        model, info = trainer.model, trainer.info
+        top1 = final.top1 if final is not None else None
+    else:
+        top1 = _accuracy(model, info, test_set, config) if test_set is not None else None
+    if top1_before is not None:
+        record["test_top1_before"] = top1_before
+    if top1 is not None:
+        record["test_top1"] = top1
+    save_model(out, model.cpu(), info)
+    return StructuredPruneResult(top1_before, top1, record)

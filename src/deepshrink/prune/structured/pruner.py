@@ -1,0 +1,158 @@
+"""Structured pruning of a model: graph -> scores -> plan -> physical removal.
+
+``prune_channels(model, input_shape, StructuredSettings(...))`` resizes ``model`` in place and
+returns what it did. With ``target_macs_reduction`` the ratio is found by bisection so that the
+MACs counted by :func:`deepshrink.analysis.costs.model_costs` fall to at most
+``(1 - target) · dense MACs`` (the smallest such ratio, to within 1/1024).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from deepshrink.analysis import count_params
+from deepshrink.analysis.costs import model_costs
+from deepshrink.errors import UserError
+from deepshrink.prune.structured.graph import DependencyGraph
+from deepshrink.prune.structured.group import Group
+from deepshrink.prune.structured.importance import CRITERIA, channel_scores
+from deepshrink.prune.structured.remove import remove_channels
+from deepshrink.prune.structured.strategy import global_plan, layer_plan
+
+__all__ = ["StructuredResult", "StructuredSettings", "prune_channels"]
+
+_BISECTION_STEPS = 10
+
+
+@dataclass(frozen=True)
+class StructuredSettings:
+    """How to prune. Exactly one of ``ratio`` (fraction of channels removed, per group or, with
+    ``global_ranking``, over all groups) and ``target_macs_reduction`` (fraction of MACs to
+    remove). ``layer_ratios``: glob on a group's name (its first producing layer) -> ratio,
+    overriding ``ratio`` per group. ``li_resnet_rule``: prune only groups that do not meet a
+    residual addition (the first conv of each ResNet block; block outputs follow the shortcut)."""
+
+    criterion: str = "l1"
+    ratio: float | None = None
+    target_macs_reduction: float | None = None
+    global_ranking: bool = False
+    round_to: int = 1
+    li_resnet_rule: bool = False
+    layer_ratios: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+
+    def check(self) -> None:
+        """A :class:`UserError` for any value out of range."""
+        if self.criterion not in CRITERIA:
+            raise UserError(f"unknown criterion {self.criterion!r}; choose one of: {', '.join(CRITERIA)}")
+        if (self.ratio is None) == (self.target_macs_reduction is None):
+            raise UserError("give exactly one of a pruning ratio and a target MAC reduction")
+        for value, what in ((self.ratio, "ratio"), (self.target_macs_reduction, "target MAC reduction"),
+                            *((r, f"ratio of {p!r}") for p, r in self.layer_ratios.items())):
+            if value is not None and not 0.0 <= value < 1.0:
+                raise UserError(f"{what} must be in [0, 1), got {value}")
+        if self.round_to < 1:
+            raise UserError(f"round-to must be >= 1, got {self.round_to}")
+
+    def record(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+
+@dataclass
+class StructuredResult:
+    """Channels per pruned group (before, after), resized modules, skipped layers (name ->
+    reason), and MACs/parameters per input before and after."""
+
+    channels: dict[str, tuple[int, int]]
+    resized: list[str]
+    skipped: dict[str, str]
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    ratio: float
+
+    @property
+    def macs_reduction(self) -> float:
+        return 1.0 - self.macs_after / self.macs_before
+
+    def record(self) -> dict[str, Any]:
+        """As plain data (for a model file's history)."""
+        return {"channels": {k: list(v) for k, v in self.channels.items()}, "skipped": self.skipped,
+                "macs_before": self.macs_before, "macs_after": self.macs_after,
+                "params_before": self.params_before, "params_after": self.params_after,
+                "macs_reduction": self.macs_reduction, "ratio": self.ratio}
+
+
+def _macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    return model_costs(model, input_shape).totals["macs"]
+
+
+def _candidates(model: nn.Module, graph: DependencyGraph, settings: StructuredSettings,
+                skipped: dict[str, str]) -> list[tuple[Group, Tensor]]:
+    """(group, scores) of every group the settings allow pruning; notes the others in ``skipped``."""
+    generator = torch.Generator().manual_seed(settings.seed)
+    scored = []
+    for group in graph.groups:
+        if settings.li_resnet_rule and group.residual:
+            skipped[group.name] = "residual block output (Li et al. rule: follows the shortcut)"
+            continue
+        scores = channel_scores(model, group, settings.criterion, generator=generator)
+        if scores is None:
+            skipped[group.name] = f"no BatchNorm to score with {settings.criterion}"
+            continue
+        scored.append((group, scores))
+    if not scored:
+        raise UserError("no layer of this model can be pruned structurally"
+                        + (f" ({'; '.join(f'{k}: {v}' for k, v in list(skipped.items())[:3])})" if skipped else ""))
+    return scored
+
+
+def _plan(scored, settings: StructuredSettings, ratio: float) -> dict[Group, Tensor]:
+    if settings.global_ranking:
+        return global_plan(scored, ratio, round_to=settings.round_to, normalize=settings.criterion != "bn-scale")
+    return layer_plan(scored, ratio, round_to=settings.round_to, layer_ratios=settings.layer_ratios)
+
+
+def _ratio_for_target(model: nn.Module, input_shape, scored, settings: StructuredSettings,
+                      dense_macs: int) -> float:
+    """The smallest ratio (bisection on [0, 1)) whose pruned model has <= the target MACs."""
+    target = (1.0 - settings.target_macs_reduction) * dense_macs
+
+    def macs_at(ratio: float) -> int:
+        trial = copy.deepcopy(model)  # groups name modules, so a plan applies to a copy too
+        remove_channels(trial, _plan(scored, settings, ratio))
+        return _macs(trial, input_shape)
+
+    low, high = 0.0, 1.0 - 1.0 / 1024
+    if macs_at(high) > target:
+        reached = 1.0 - macs_at(high) / dense_macs
+        raise UserError(f"a MAC reduction of {settings.target_macs_reduction:.0%} is out of reach: "
+                        f"pruning every prunable group as far as allowed removes {reached:.1%}")
+    for _ in range(_BISECTION_STEPS):
+        middle = (low + high) / 2
+        low, high = (low, middle) if macs_at(middle) <= target else (middle, high)
+    return high
+
+
+def prune_channels(model: nn.Module, input_shape: tuple[int, ...],
+                   settings: StructuredSettings) -> StructuredResult:
+    """Prune ``model`` (resized in place) for inputs of shape ``input_shape`` (C, H, W)."""
+    settings.check()
+    graph = DependencyGraph(model, input_shape)
+    skipped = dict(graph.skipped)
+    scored = _candidates(model, graph, settings, skipped)
+    dense_macs, dense_params = _macs(model, input_shape), count_params(model).total
+    ratio = settings.ratio
+    if ratio is None:
+        ratio = _ratio_for_target(model, input_shape, scored, settings, dense_macs)
+    plan = _plan(scored, settings, ratio)
+    resized = remove_channels(model, plan)
+    channels = {group.name: (group.n, group.n - len(plan[group])) for group, _ in scored}
+    return StructuredResult(channels, resized, skipped, dense_macs, _macs(model, input_shape),
+                            dense_params, count_params(model).total, ratio)

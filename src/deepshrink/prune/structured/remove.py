@@ -1,0 +1,114 @@
+"""Physical removal: slice weights, biases and BatchNorm statistics down to the kept channels.
+
+Conv2d, Linear and BatchNorm modules are resized in place (same objects, smaller tensors,
+updated ``in_channels`` / ``out_channels`` / ``num_features`` / ...); a ZeroPadShortcut is
+replaced by one with the new channel positions. The result is an ordinary dense model.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from deepshrink.errors import UserError
+from deepshrink.models.zoo.resnet_cifar import ZeroPadShortcut
+from deepshrink.prune.structured.group import Group
+
+__all__ = ["remove_channels"]
+
+
+def _keep(size: int, removed: Tensor) -> Tensor:
+    keep = torch.ones(size, dtype=torch.bool)
+    keep[removed] = False
+    return keep.nonzero().flatten()
+
+
+def _slice(module: nn.Module, name: str, dim: int, keep: Tensor) -> None:
+    tensor = getattr(module, name)
+    if tensor is None:
+        return
+    sliced = tensor.detach().index_select(dim, keep.to(tensor.device)).clone()
+    if isinstance(tensor, nn.Parameter):
+        setattr(module, name, nn.Parameter(sliced, requires_grad=tensor.requires_grad))
+    else:
+        setattr(module, name, sliced)
+
+
+def _resize_conv(conv: nn.Conv2d, removed: dict[str, Tensor]) -> None:
+    if "dw" in removed:
+        keep = _keep(conv.out_channels, removed["dw"])
+        _slice(conv, "weight", 0, keep)
+        _slice(conv, "bias", 0, keep)
+        conv.in_channels = conv.out_channels = conv.groups = len(keep)
+    if "out" in removed:
+        keep = _keep(conv.out_channels, removed["out"])
+        _slice(conv, "weight", 0, keep)
+        _slice(conv, "bias", 0, keep)
+        conv.out_channels = len(keep)
+    if "in" in removed:
+        keep = _keep(conv.in_channels, removed["in"])
+        _slice(conv, "weight", 1, keep)
+        conv.in_channels = len(keep)
+
+
+def _resize_linear(linear: nn.Linear, removed: dict[str, Tensor]) -> None:
+    if "out" in removed:
+        keep = _keep(linear.out_features, removed["out"])
+        _slice(linear, "weight", 0, keep)
+        _slice(linear, "bias", 0, keep)
+        linear.out_features = len(keep)
+    if "in" in removed:
+        keep = _keep(linear.in_features, removed["in"])
+        _slice(linear, "weight", 1, keep)
+        linear.in_features = len(keep)
+
+
+def _resize_batchnorm(bn: nn.modules.batchnorm._BatchNorm, removed: dict[str, Tensor]) -> None:
+    keep = _keep(bn.num_features, removed["bn"])
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        _slice(bn, name, 0, keep)
+    bn.num_features = len(keep)
+
+
+def _resize_zero_pad(pad: ZeroPadShortcut, removed: dict[str, Tensor]) -> ZeroPadShortcut:
+    """A new shortcut: kept input channels keep their order, each landing at its old position's
+    rank among the kept output channels."""
+    none = torch.empty(0, dtype=torch.long)
+    keep_in = _keep(pad.in_channels, removed.get("pad_in", none)).tolist()
+    keep_out = _keep(pad.out_channels, removed.get("pad_out", none)).tolist()
+    new_position = {old: new for new, old in enumerate(keep_out)}
+    positions = [new_position[pad.positions[k]] for k in keep_in]
+    return ZeroPadShortcut(len(keep_in), len(keep_out), pad.stride, positions).train(pad.training)
+
+
+_RESIZERS = {nn.Conv2d: _resize_conv, nn.Linear: _resize_linear, nn.BatchNorm1d: _resize_batchnorm,
+             nn.BatchNorm2d: _resize_batchnorm, ZeroPadShortcut: _resize_zero_pad}
+
+
+@torch.no_grad()
+def remove_channels(model: nn.Module, plan: dict[Group, Tensor]) -> list[str]:
+    """Remove channels ``plan[group]`` (indices into each group's n channels) from ``model``;
+    returns the names of the resized modules. Every group must keep at least one channel."""
+    removed: dict[str, dict[str, list[Tensor]]] = defaultdict(lambda: defaultdict(list))
+    for group, channels in plan.items():
+        channels = torch.as_tensor(channels, dtype=torch.long).unique()
+        if len(channels) == 0:
+            continue
+        if len(channels) >= group.n:
+            raise UserError(f"cannot remove all {group.n} channels of group {group.name!r}")
+        for (name, role), indices in group.removal(channels).items():
+            removed[name][role].append(indices)
+    for name, roles in removed.items():
+        module = model.get_submodule(name)
+        if parametrize.is_parametrized(module):
+            raise UserError(f"{name} has a pruning mask or quantizer attached; finalize it before "
+                            "structured pruning")
+        replacement = _RESIZERS[type(module)](module, {role: torch.cat(parts) for role, parts in roles.items()})
+        if replacement is not None:
+            parent, _, attr = name.rpartition(".")
+            device = next((p.device for p in model.parameters()), torch.device("cpu"))
+            setattr(model.get_submodule(parent), attr, replacement.to(device))
+    return sorted(removed)

@@ -1,0 +1,68 @@
+"""Which channels to remove: per-layer ratios or one global ranking, rounded channel counts.
+
+A *plan* maps each group to the indices of its channels to remove (the lowest-scoring ones).
+Every group keeps at least one channel, and with ``round_to`` = m > 1 the kept count is rounded
+up to a multiple of m (or left at the group's full size when that is smaller).
+"""
+
+from __future__ import annotations
+
+import math
+from fnmatch import fnmatchcase
+
+import torch
+from torch import Tensor
+
+from deepshrink.prune.structured.group import Group
+
+__all__ = ["global_plan", "kept_channels", "layer_plan", "ratio_for"]
+
+Scored = list[tuple[Group, Tensor]]
+
+
+def kept_channels(n: int, keep: int, round_to: int = 1) -> int:
+    """How many of ``n`` channels to keep when ``keep`` are wanted: at least 1, rounded up to a
+    multiple of ``round_to``, at most ``n``."""
+    keep = max(1, keep)
+    if round_to > 1:
+        keep = math.ceil(keep / round_to) * round_to
+    return min(keep, n)
+
+
+def ratio_for(group: Group, ratio: float, layer_ratios: dict[str, float]) -> float:
+    """The ratio of the first glob in ``layer_ratios`` matching the group's name, else ``ratio``."""
+    return next((r for pattern, r in layer_ratios.items() if fnmatchcase(group.name, pattern)), ratio)
+
+
+def _lowest(scores: Tensor, keep: int) -> Tensor:
+    """Indices of all but the ``keep`` highest scores (ties: the later channel goes first)."""
+    order = torch.sort(scores, stable=True).indices
+    return order[: len(scores) - keep].sort().values
+
+
+def layer_plan(scored: Scored, ratio: float, *, round_to: int = 1,
+               layer_ratios: dict[str, float] | None = None) -> dict[Group, Tensor]:
+    """Remove floor(ratio · n) channels of each group (ratio per group from ``layer_ratios``)."""
+    plan = {}
+    for group, scores in scored:
+        r = ratio_for(group, ratio, layer_ratios or {})
+        keep = kept_channels(group.n, group.n - math.floor(r * group.n + 1e-9), round_to)
+        plan[group] = _lowest(scores, keep)
+    return plan
+
+
+def global_plan(scored: Scored, ratio: float, *, round_to: int = 1, normalize: bool = True) -> dict[Group, Tensor]:
+    """Remove the floor(ratio · total) lowest-scoring channels over all groups together.
+
+    With ``normalize`` each group's scores are divided by their mean first, so groups whose
+    tensors differ in size or scale compare fairly (use raw scores for BatchNorm scales).
+    """
+    if not scored:
+        return {}
+    values = [s / s.mean().clamp_min(1e-12) if normalize else s for _, s in scored]
+    owners = torch.cat([torch.full((len(s),), i) for i, s in enumerate(values)])
+    count = math.floor(ratio * len(owners) + 1e-9)
+    chosen = torch.sort(torch.cat(values), stable=True).indices[:count]
+    removed = torch.bincount(owners[chosen], minlength=len(scored))
+    return {group: _lowest(scores, kept_channels(group.n, group.n - int(removed[i]), round_to))
+            for i, (group, scores) in enumerate(scored)}

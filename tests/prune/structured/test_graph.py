@@ -1,0 +1,105 @@
+"""The dependency graph: coupled channel groups of residual, concat, depthwise, flatten and ViT models."""
+
+import pytest
+import torch
+from torch import nn
+
+from deepshrink.errors import UserError
+from deepshrink.models import build_model, make_spec
+from deepshrink.prune.structured import DependencyGraph
+
+
+def keys(group):
+    return set(group.slices)
+
+
+def test_resnet_option_a_couples_stages_through_the_zero_pad():
+    graph = DependencyGraph(build_model(make_spec("resnet20")), (3, 32, 32))
+    names = [g.name for g in graph.groups]
+    # the stem's channels run through all of layer1 and, via the shortcuts, the middle of layers 2 and 3
+    stem = graph.group_of("conv1")
+    assert stem.n == 16 and stem.residual
+    assert ("layer1.2.conv2", "out") in keys(stem) and ("layer2.0.shortcut", "pad_in") in keys(stem)
+    # stem channel c sits at layer2 channel 8 + c and layer3 channel 16 + 8 + c
+    assert torch.equal(stem.slices[("layer2.1.conv2", "out")][:, 0], torch.arange(8, 24))
+    assert torch.equal(stem.slices[("layer3.2.bn2", "bn")][:, 0], torch.arange(24, 40))
+    # layer2's zero-padded channels form their own group, which layer3 also carries
+    pads = graph.group_of("layer2.0.conv2")
+    assert pads.n == 16 and pads.slices[("layer2.0.shortcut", "pad_out")][:, 0].tolist() == [*range(8), *range(24, 32)]
+    assert ("layer2.0.shortcut", "pad_in") not in keys(pads)
+    assert graph.group_of("layer3.0.conv2").n == 32
+    first = graph.group_of("layer1.0.conv1")
+    assert keys(first) == {("layer1.0.conv1", "out"), ("layer1.0.bn1", "bn"), ("layer1.0.conv2", "in")}
+    assert not first.residual
+    assert len(names) == 12 and graph.skipped == {"linear": "feeds the model output"}
+
+
+def test_resnet_option_b_couples_the_projection():
+    graph = DependencyGraph(build_model(make_spec("resnet20", shortcut="B")), (3, 32, 32))
+    stage2 = graph.group_of("layer2.0.conv2")
+    assert stage2.n == 32
+    assert {("layer2.0.shortcut.0", "out"), ("layer2.0.shortcut.1", "bn"), ("layer3.0.shortcut.0", "in"),
+            ("layer3.0.conv1", "in")} <= keys(stage2)
+    assert ("layer2.0.shortcut.0", "in") in keys(graph.group_of("conv1"))
+
+
+def test_concat_offsets(small_models):
+    graph = DependencyGraph(*small_models["concat"])
+    a, b = graph.group_of("a"), graph.group_of("b")
+    assert a.slices[("c", "in")][:, 0].tolist() == [0, 1, 2, 3]
+    assert b.slices[("c", "in")][:, 0].tolist() == [4, 5, 6, 7, 8, 9]
+    assert ("bn_a", "bn") in keys(a) and ("bn_a", "bn") not in keys(b)
+    assert graph.group_of("c").slices[("fc", "in")].tolist() == [[i] for i in range(8)]
+
+
+def test_depthwise_follows_its_input_and_single_output_conv_is_regular(small_models):
+    graph = DependencyGraph(*small_models["separable"])
+    stem = graph.group_of("stem")
+    assert keys(stem) == {("stem", "out"), ("bn0", "bn"), ("dw", "dw"), ("bn1", "bn"), ("pw", "in")}
+    assert keys(graph.group_of("pw")) == {("pw", "out"), ("single", "in")}
+    # a conv with one output channel is a regular conv (its group feeds the Linear through a flatten)
+    single = graph.group_of("single")
+    assert single.n == 1 and single.slices[("fc", "in")].tolist() == [list(range(16))]
+
+
+def test_flatten_into_linear_gives_feature_blocks(small_models):
+    graph = DependencyGraph(*small_models["flatten"])
+    conv = graph.group_of("conv")
+    assert conv.slices[("fc1", "in")].tolist() == [[4 * c + i for i in range(4)] for c in range(4)]
+    assert keys(graph.group_of("fc1")) == {("fc1", "out"), ("fc2", "in")}
+    assert graph.skipped == {"fc2": "feeds the model output"}
+
+
+def test_grouped_convolution_is_left_alone(small_models):
+    graph = DependencyGraph(*small_models["grouped"])
+    assert [g.name for g in graph.groups] == []
+    assert "grouped convolution (2 groups)" in graph.skipped["a"]
+    assert "grouped convolution" in graph.skipped["g"]
+
+
+def test_vit_mlp_hidden_channels_are_prunable_and_the_rest_is_skipped():
+    graph = DependencyGraph(build_model(make_spec("vit-tiny", depth=2)), (3, 32, 32))
+    assert [g.name for g in graph.groups] == ["blocks.0.mlp.fc1", "blocks.1.mlp.fc1"]
+    mlp = graph.group_of("blocks.0.mlp.fc1")
+    assert mlp.n == 256 and keys(mlp) == {("blocks.0.mlp.fc1", "out"), ("blocks.0.mlp.fc2", "in")}
+    for name in ("patch_embed", "blocks.0.attn.q_proj", "blocks.0.attn.out_proj", "blocks.0.mlp.fc2", "head"):
+        assert name in graph.skipped
+
+
+class Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Sequential(nn.Conv2d(3, 4, 1), Decide())
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+class Decide(nn.Module):
+    def forward(self, x):
+        return x if x.sum() > 0 else -x
+
+
+def test_untraceable_model_names_the_module():
+    with pytest.raises(UserError, match=r"cannot trace 'inner\.1'"):
+        DependencyGraph(Branchy(), (3, 4, 4))

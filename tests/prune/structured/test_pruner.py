@@ -1,0 +1,61 @@
+"""prune_channels: ratios, global ranking, target MAC reduction, rounding, the Li et al. rule."""
+
+import pytest
+import torch
+
+from deepshrink.analysis.costs import model_costs
+from deepshrink.errors import UserError
+from deepshrink.models import build_model, make_spec
+from deepshrink.prune.structured import StructuredSettings, prune_channels
+
+SHAPE = (3, 16, 16)
+
+
+def small_resnet(shortcut="A"):
+    torch.manual_seed(0)
+    return build_model(make_spec("resnet20", width=8, image_size=16, shortcut=shortcut)).eval()
+
+
+def test_ratio_per_group_and_result_counts():
+    model = small_resnet()
+    result = prune_channels(model, SHAPE, StructuredSettings(criterion="l1", ratio=0.5))
+    assert result.channels["layer1.0.conv1"] == (8, 4) and result.channels["conv1"] == (8, 4)
+    assert result.channels["layer3.0.conv2"] == (16, 8)  # layer3's padded channels
+    assert model.layer3[2].conv2.out_channels == 4 + 4 + 8  # stem, layer2 pads, layer3 pads
+    assert result.macs_after == model_costs(model, SHAPE).totals["macs"] < result.macs_before
+    assert result.params_after == sum(p.numel() for p in model.parameters())
+    assert result.skipped == {"linear": "feeds the model output"}
+    assert model(torch.randn(2, *SHAPE)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("global_ranking", [False, True])
+def test_target_mac_reduction_is_reached(global_ranking):
+    torch.manual_seed(0)
+    model = build_model(make_spec("resnet20", width=4, image_size=8, shortcut="B")).eval()
+    settings = StructuredSettings(criterion="fpgm", target_macs_reduction=0.5, global_ranking=global_ranking)
+    result = prune_channels(model, (3, 8, 8), settings)
+    assert 0.5 <= result.macs_reduction < 0.6
+    assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
+
+
+def test_li_rule_prunes_only_the_first_conv_of_each_block_and_rounds():
+    model = small_resnet()
+    result = prune_channels(model, SHAPE, StructuredSettings(ratio=0.7, li_resnet_rule=True, round_to=4))
+    assert set(result.channels) == {f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(3)}
+    assert all(after % 4 == 0 for _, after in result.channels.values())
+    assert result.channels["layer3.1.conv1"] == (32, 12)  # keep 32 - 22 = 10 -> 12
+    assert model.conv1.out_channels == 8 and model.layer3[0].conv2.out_channels == 32
+    assert "residual block output" in result.skipped["conv1"]
+
+
+def test_bad_settings_and_unprunable_models():
+    model = small_resnet()
+    with pytest.raises(UserError, match="exactly one"):
+        prune_channels(model, SHAPE, StructuredSettings(ratio=0.5, target_macs_reduction=0.5))
+    with pytest.raises(UserError, match=r"ratio must be in \[0, 1\)"):
+        prune_channels(model, SHAPE, StructuredSettings(ratio=1.0))
+    with pytest.raises(UserError, match="out of reach"):
+        prune_channels(model, SHAPE, StructuredSettings(target_macs_reduction=0.99, li_resnet_rule=True))
+    vit = build_model(make_spec("vit-tiny", depth=1, dim=16, mlp_dim=32, image_size=8, patch_size=4))
+    with pytest.raises(UserError, match="no layer of this model can be pruned"):
+        prune_channels(vit, (3, 8, 8), StructuredSettings(criterion="bn-scale", ratio=0.5))

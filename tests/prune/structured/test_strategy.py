@@ -1,0 +1,42 @@
+"""Plans: per-layer ratios, one global ranking, rounding of the kept channel counts."""
+
+import torch
+
+from deepshrink.prune.structured import Group, global_plan, kept_channels, layer_plan
+
+
+def group(name, n):
+    return Group(name, {(name, "out"): torch.arange(n).reshape(n, 1)})
+
+
+def test_kept_channels_rounds_up_and_keeps_one():
+    assert kept_channels(16, 5) == 5
+    assert kept_channels(16, 0) == 1
+    assert kept_channels(64, 21, round_to=8) == 24
+    assert kept_channels(64, 0, round_to=8) == 8
+    assert kept_channels(10, 9, round_to=8) == 10  # 16 > 10: the group stays whole
+
+
+A, B = group("layer1.conv", 4), group("layer2.conv", 10)
+SCORED = [(A, torch.tensor([4.0, 1.0, 3.0, 2.0])), (B, torch.arange(10.0).flip(0))]  # B: channel i scores 9 - i
+
+
+def test_layer_plan_removes_the_lowest_scores_per_group():
+    plan = layer_plan(SCORED, 0.5)
+    assert plan[A].tolist() == [1, 3] and plan[B].tolist() == [5, 6, 7, 8, 9]
+    plan = layer_plan(SCORED, 0.5, layer_ratios={"layer2.*": 0.3})
+    assert plan[A].tolist() == [1, 3] and plan[B].tolist() == [7, 8, 9]
+    plan = layer_plan(SCORED, 0.9, round_to=4)  # keep 1 -> rounded up to 4
+    assert plan[A].tolist() == [] and plan[B].tolist() == [4, 5, 6, 7, 8, 9]
+
+
+def test_global_plan_ranks_all_channels_together():
+    # normalised by the group means (2.5 and 4.5): A [1.6, .4, 1.2, .8], B [2, 1.78, ..., .22, 0];
+    # the 7 lowest of 14 are B9, B8, A1, B7, B6, A3, B5
+    plan = global_plan(SCORED, 0.5)
+    assert plan[A].tolist() == [1, 3] and plan[B].tolist() == [5, 6, 7, 8, 9]
+    # raw scores: B9 0, A1 1, B8 1, A3 2, B7 2, A2 3, B6 3
+    plan = global_plan(SCORED, 0.5, normalize=False)
+    assert plan[A].tolist() == [1, 2, 3] and plan[B].tolist() == [6, 7, 8, 9]
+    plan = global_plan(SCORED, 0.99)  # every group keeps one channel
+    assert len(plan[A]) == 3 and len(plan[B]) == 9
