@@ -6,8 +6,11 @@ import os
 from typing import Any
 
 import torch
+from torch import nn
+from torch.nn.utils import parametrize
 
 from deepshrink.data import BatchLoader, ImageDataset
+from deepshrink.models import ModelInfo
 from deepshrink.pipeline.datasets import check_fits
 from deepshrink.pipeline.open import is_onnx, open_model, weight_counts
 from deepshrink.train import evaluate, resolve_device
@@ -32,3 +35,15 @@ def evaluate_model_file(path: str | os.PathLike, dataset: ImageDataset, *, batch
     return {"model": info.arch.name, "dataset": dataset.name, "top1": result.top1,
             "loss": result.loss, "correct": result.correct, "examples": result.examples,
             "params": params, "nonzero_params": nonzero}
+
+
+def accuracy_on(model: nn.Module, info: ModelInfo, dataset: ImageDataset, device: str = "auto",
+                  batch_size: int = 500) -> float:
+    """Top-1 (fraction) of an in-memory ``model`` on ``dataset``, normalised as ``info`` says.
+
+    Parametrizations (masks, quantizers) are evaluated once for the whole pass, not per batch.
+    """
+    target = resolve_device(device)
+    loader = BatchLoader(dataset, batch_size, mean=info.input.mean, std=info.input.std, device=target)
+    with parametrize.cached():
+        return evaluate(model.to(target), loader, target).top1

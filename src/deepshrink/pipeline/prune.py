@@ -8,14 +8,15 @@ from typing import Any, Sequence
 
 import torch
 
-from deepshrink.data import BatchLoader, ImageDataset
+from deepshrink.data import ImageDataset
 from deepshrink.errors import UserError
 from deepshrink.models import load_model, save_model
 from deepshrink.pipeline.datasets import check_fits
+from deepshrink.pipeline.evaluate import accuracy_on
 from deepshrink.prune import attach_full_masks, mask_method, masks_of, prunable_layers, prune_layers
 from deepshrink.prune.criteria import CRITERIA, SCOPES
 from deepshrink.prune.schedules import SCHEDULES, PruneSchedule, schedule_amounts
-from deepshrink.train import Trainer, TrainConfig, TrainHook, evaluate, resolve_device
+from deepshrink.train import Trainer, TrainConfig, TrainHook
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def prune_job(model_file: str | os.PathLike, out: str | os.PathLike, settings: P
     torch.manual_seed(config.seed)
     if config.epochs == 0:
         prune_layers(model, names, method, settings.amount)
-        test_top1 = _accuracy(model, info, test_set, config) if test_set is not None else None
+        test_top1 = accuracy_on(model, info, test_set, config.device, config.eval_batch_size) if test_set else None
     else:
         attach_full_masks(model, names)
         hook = PruneSchedule(names, method, settings.amounts(config.epochs), recover=settings.schedule == "linear")
@@ -119,9 +120,3 @@ def prune_job(model_file: str | os.PathLike, out: str | os.PathLike, settings: P
     info.history.append(record)
     save_model(out, model, info)
     return PruneResult(layers, record["sparsity"], test_top1, record)
-
-
-def _accuracy(model, info, dataset: ImageDataset, config: TrainConfig) -> float:
-    device = resolve_device(config.device)
-    loader = BatchLoader(dataset, config.eval_batch_size, mean=info.input.mean, std=info.input.std, device=device)
-    return evaluate(model.to(device), loader, device).top1

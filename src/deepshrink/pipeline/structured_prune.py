@@ -15,12 +15,13 @@ from typing import Any, Sequence
 
 import torch
 
-from deepshrink.data import BatchLoader, ImageDataset
+from deepshrink.data import ImageDataset
 from deepshrink.errors import UserError
 from deepshrink.models import ModelInfo, load_model, save_model
 from deepshrink.pipeline.datasets import check_fits
+from deepshrink.pipeline.evaluate import accuracy_on
 from deepshrink.prune.structured import StructuredSettings, prune_channels, pruned_spec
-from deepshrink.train import Trainer, TrainConfig, TrainHook, evaluate, resolve_device
+from deepshrink.train import Trainer, TrainConfig, TrainHook
 
 __all__ = ["StructuredPruneResult", "structured_prune_job"]
 
@@ -30,13 +31,6 @@ class StructuredPruneResult:
     test_top1_before: float | None  # of the dense model, when a test set was given
     test_top1: float | None         # after pruning (and fine-tuning)
     record: dict[str, Any]          # the history entry written to the model file
-
-
-def _accuracy(model, info: ModelInfo, dataset: ImageDataset, config: TrainConfig) -> float:
-    device = resolve_device(config.device)
-    model.to(device)
-    loader = BatchLoader(dataset, config.eval_batch_size, mean=info.input.mean, std=info.input.std, device=device)
-    return evaluate(model, loader, device).top1
 
 
 def structured_prune_job(model_file: str | os.PathLike, out: str | os.PathLike, settings: StructuredSettings,
@@ -56,7 +50,7 @@ def structured_prune_job(model_file: str | os.PathLike, out: str | os.PathLike, 
             check_fits(info, dataset)
     if config.epochs > 0 and train_set is None:
         raise UserError("fine-tuning (epochs > 0) needs training data: give --data")
-    top1_before = _accuracy(model, info, test_set, config) if test_set is not None else None
+    top1_before = accuracy_on(model, info, test_set, config.device, config.eval_batch_size) if test_set else None
     model.cpu()
     result = prune_channels(model, tuple(info.input.shape), settings)
     record = {"stage": "structured-prune", **settings.record(), **result.record()}
@@ -69,7 +63,7 @@ def structured_prune_job(model_file: str | os.PathLike, out: str | os.PathLike, 
         model, info = trainer.model, trainer.info
         top1 = final.top1 if final is not None else None
     else:
-        top1 = _accuracy(model, info, test_set, config) if test_set is not None else None
+        top1 = accuracy_on(model, info, test_set, config.device, config.eval_batch_size) if test_set else None
     if top1_before is not None:
         record["test_top1_before"] = top1_before
     if top1 is not None:
