@@ -1,0 +1,268 @@
+"""The ``.dsz`` file: a safetensors container of byte streams, codebooks and code-length tables.
+
+Tensors (all 1-D): ``streams`` (uint8: per layer its value stream then its relative-index
+stream, then the raw bytes of all other tensors), ``codebooks`` (float32: the layers'
+codebooks, row-major, one after another) and ``code_lengths`` (uint8: the layers' 4-bit
+code-length tables, value table then index table). Metadata ``deepshrink-dsz`` holds JSON::
+
+    {"format": "deepshrink-dsz", "version": 1, "model": {ModelInfo}, "float_dtype": "float32",
+     "layer_columns": ["key", "coding", "symbols", "alphabet", "bytes", "crc32", "codebook_rows",
+                       "codebook_size", "index_width", "index_symbols", "index_alphabet", "index_bytes",
+                       "index_crc32"],
+     "layers": [["conv2.weight", "huffman", 1160, 17, 520, 2215406405, 1, 17, 5, 1160, 32, 370, 37304121],
+                ["fc.weight", "float32", 640, 0, 2560, 1029381622, 0, 0, 0, 0, 0, 0, 0], ...],
+     "other": {"bytes": 1234, "crc32": ...}, "codebooks_crc32": ..., "code_lengths_crc32": ...}
+
+One row per coded weight (a table, not objects, to keep the header small): its value stream
+(``coding`` huffman: codebook indices with a code-length table of ``alphabet`` entries and a
+codebook of ``codebook_rows`` x ``codebook_size``; float16/float32: raw values), and for the
+sparse layout (``index_width`` > 0) its Huffman-coded relative indices. Shapes come from the
+architecture. ``bytes`` and ``crc32`` are the length and CRC-32 of each stream. The JSON ends
+with ``"crc32"``: the CRC-32 of the compact JSON of everything before it, so no byte of the file
+goes unchecked. (One metadata entry only: safetensors writes several in no fixed order, and the
+same model should always give the same bytes.)
+
+Reading validates everything (format, version, checksums, lengths, table consistency, code
+lengths, index ranges, sizes against the architecture) and raises :class:`UserError` naming
+the problem: a damaged or edited file never gives a silently different model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load as load_safetensors
+from safetensors.numpy import save as save_safetensors
+
+from deepshrink.codec.layer import FLOAT_DTYPES, EncodedTensor
+from deepshrink.codec.model import EncodedModel
+from deepshrink.codec.sparse import MAX_INDEX_WIDTH
+from deepshrink.codec.stream import MAX_ALPHABET, CodedStream, read_table, table_size
+from deepshrink.errors import UserError
+from deepshrink.files import atomic_write_bytes
+from deepshrink.models import ModelInfo, build_model
+
+FORMAT = "deepshrink-dsz"
+VERSION = 1
+METADATA_KEY = "deepshrink-dsz"
+TENSORS = {"streams": np.uint8, "codebooks": np.float32, "code_lengths": np.uint8}
+COLUMNS = ("key", "coding", "symbols", "alphabet", "bytes", "crc32", "codebook_rows", "codebook_size",
+           "index_width", "index_symbols", "index_alphabet", "index_bytes", "index_crc32")
+
+
+def to_bytes(encoded: EncodedModel) -> bytes:
+    """The ``.dsz`` file of ``encoded``."""
+    streams, codebooks, tables, rows = [], [], [], []
+    for layer in encoded.layers:
+        if layer.values is not None:
+            rows.append([layer.key, "huffman", *_stream_entry(layer.values), *layer.codebook.shape])
+            codebooks.append(layer.codebook.reshape(-1))
+            tables.append(layer.values.table_bytes())
+            streams.append(layer.values.data)
+        else:
+            rows.append([layer.key, layer.dtype, layer.entries, 0, len(layer.raw), _crc(layer.raw), 0, 0])
+            streams.append(layer.raw)
+        if layer.index is not None:
+            rows[-1] += [layer.index_width, *_stream_entry(layer.index)]
+            tables.append(layer.index.table_bytes())
+            streams.append(layer.index.data)
+        else:
+            rows[-1] += [0] * 5
+    streams.append(encoded.other)
+    tensors = {"streams": np.frombuffer(b"".join(streams), dtype=np.uint8),
+               "codebooks": np.concatenate([np.zeros(0, np.float32), *codebooks]),
+               "code_lengths": np.frombuffer(b"".join(tables), dtype=np.uint8)}
+    info = {k: v for k, v in encoded.info.to_dict().items() if k not in ("format", "version", "parametrizations")}
+    table = {
+        "format": FORMAT, "version": VERSION, "model": info, "float_dtype": encoded.float_dtype,
+        "layer_columns": list(COLUMNS), "layers": rows,
+        "other": {"bytes": len(encoded.other), "crc32": _crc(encoded.other)},
+        "codebooks_crc32": _crc(tensors["codebooks"].tobytes()),
+        "code_lengths_crc32": _crc(tensors["code_lengths"].tobytes())}
+    return save_safetensors(tensors, metadata={METADATA_KEY: _compact({**table, "crc32": _table_crc(table)})})
+
+
+def from_bytes(data: bytes, source: str = "the .dsz file") -> EncodedModel:
+    """Parse and check a ``.dsz`` file; a :class:`UserError` for anything wrong with it."""
+    tensors, metadata = _container(data, source)
+    table = _table(metadata, source)
+    cursor = {name: _Cursor(tensors[name], name, source) for name in TENSORS}
+    for name in ("codebooks", "code_lengths"):
+        if _crc(tensors[name].tobytes()) != table.get(f"{name}_crc32"):
+            raise UserError(f"{source} is damaged: checksum of {name} does not match")
+    try:
+        info = ModelInfo.from_dict({**_field(table, "model", dict), "format": "deepshrink-model", "version": 1})
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"{source}: malformed model description ({exc})") from None
+    float_dtype = _field(table, "float_dtype", str)
+    if float_dtype not in FLOAT_DTYPES:
+        raise UserError(f"{source}: unknown float storage {float_dtype!r}")
+    if _field(table, "layer_columns", list) != list(COLUMNS):
+        raise UserError(f"{source}: the layer table has columns {table['layer_columns']}, expected {list(COLUMNS)}")
+    shapes = {k: tuple(v.shape) for k, v in build_model(info.arch).state_dict().items()}
+    layers = [_layer(row, shapes, cursor, source) for row in _field(table, "layers", list)]
+    other = _field(table, "other", dict)
+    other_bytes = cursor["streams"].take(_field(other, "bytes", int), _field(other, "crc32", int), "other tensors")
+    for item in cursor.values():
+        item.finish()
+    return EncodedModel(info, float_dtype, layers, other_bytes)
+
+
+def write_dsz(path: str | os.PathLike, encoded: EncodedModel) -> int:
+    """Write ``encoded`` to ``path`` atomically; returns the file size in bytes."""
+    data = to_bytes(encoded)
+    atomic_write_bytes(path, data)
+    return len(data)
+
+
+def read_dsz(path: str | os.PathLike) -> EncodedModel:
+    """Read and check the ``.dsz`` file at ``path``."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError(f".dsz file not found: {path}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    return from_bytes(data, str(path))
+
+
+def _crc(data: bytes) -> int:
+    return zlib.crc32(data)
+
+
+def _compact(table: dict[str, Any]) -> str:
+    return json.dumps(table, separators=(",", ":"))
+
+
+def _table_crc(table: dict[str, Any]) -> int:
+    """CRC-32 of the compact JSON of ``table`` without its ``crc32`` entry."""
+    return _crc(_compact({k: v for k, v in table.items() if k != "crc32"}).encode())
+
+
+def _stream_entry(stream: CodedStream) -> list[int]:
+    """symbols, alphabet, bytes, crc32."""
+    return [stream.count, stream.alphabet, len(stream.data), _crc(stream.data)]
+
+
+def _container(data: bytes, source: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The tensors and the metadata of a safetensors file."""
+    try:
+        tensors = load_safetensors(data)
+        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    except Exception as exc:  # safetensors reports a malformed file with its own error types
+        raise UserError(f"{source} is not a .dsz file or is damaged ({str(exc).splitlines()[0][:200]})") from None
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    if not isinstance(metadata, dict) or METADATA_KEY not in metadata:
+        raise UserError(f"{source} is a safetensors file but not a .dsz file (no '{METADATA_KEY}' metadata)")
+    if set(tensors) != set(TENSORS):
+        raise UserError(f"{source} is damaged: it holds tensors {sorted(tensors)}, expected {sorted(TENSORS)}")
+    for name, dtype in TENSORS.items():
+        if tensors[name].dtype != dtype or tensors[name].ndim != 1:
+            raise UserError(f"{source} is damaged: tensor {name} is not 1-D {np.dtype(dtype).name}")
+    return tensors, metadata
+
+
+def _table(metadata: dict[str, str], source: str) -> dict[str, Any]:
+    """The checked JSON table of the metadata."""
+    text = metadata[METADATA_KEY]
+    try:
+        table = json.loads(text)
+    except json.JSONDecodeError:
+        raise UserError(f"{source} is damaged: unreadable metadata") from None
+    if not isinstance(table, dict) or table.get("format") != FORMAT:
+        found = table.get("format") if isinstance(table, dict) else None
+        raise UserError(f"{source} is not a .dsz file (format {found!r})")
+    if table.get("version") != VERSION:
+        raise UserError(f"{source} is .dsz version {table.get('version')!r}; this deepshrink reads version {VERSION}")
+    if table.get("crc32") != _table_crc(table):
+        raise UserError(f"{source} is damaged or was edited: checksum of the metadata does not match")
+    return table
+
+
+def _layer(row: Any, shapes: dict[str, tuple[int, ...]], cursor: dict[str, "_Cursor"],
+           source: str) -> EncodedTensor:
+    """One row of the layer table, its bytes taken from the cursors."""
+    if not isinstance(row, list) or len(row) != len(COLUMNS) or not isinstance(row[0], str) \
+            or not isinstance(row[1], str) or not all(_count(n) for n in row[2:]):
+        raise UserError(f"{source}: malformed layer table row {str(row)[:80]}")
+    fields = dict(zip(COLUMNS, row))
+    key, coding = fields["key"], fields["coding"]
+    if key not in shapes:
+        raise UserError(f"{source}: layer {key!r} is not a tensor of the architecture")
+    parts: dict[str, Any] = {}
+    if coding == "huffman":
+        groups, size = fields["codebook_rows"], fields["codebook_size"]
+        if not (1 <= groups <= 1 << 16 and 1 <= size <= MAX_ALPHABET):
+            raise UserError(f"{source}: layer {key} has a malformed codebook shape")
+        parts["values"] = _coded(fields, "", key, "values", size, cursor, source)
+        parts["codebook"] = cursor["codebooks"].copy(groups * size, key).reshape(groups, size)
+    elif coding in FLOAT_DTYPES:
+        if fields["bytes"] != fields["symbols"] * np.dtype(coding).itemsize:
+            raise UserError(f"{source}: layer {key} has {fields['bytes']} bytes "
+                            f"for {fields['symbols']} {coding} values")
+        parts["raw"] = cursor["streams"].take(fields["bytes"], fields["crc32"], key)
+        parts["dtype"] = coding
+    else:
+        raise UserError(f"{source}: layer {key} has unknown coding {coding!r}")
+    width = fields["index_width"]
+    if width > MAX_INDEX_WIDTH:
+        raise UserError(f"{source}: layer {key} has relative indices of {width} bits")
+    if width:
+        parts["index"] = _coded(fields, "index_", key, "relative indices", 1 << width, cursor, source)
+        parts["index_width"] = width
+    return EncodedTensor(key, shapes[key], **parts)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _coded(fields: dict[str, Any], prefix: str, key: str, what: str, limit: int, cursor: dict[str, "_Cursor"],
+           source: str) -> CodedStream:
+    """The Huffman stream of columns ``prefix`` + symbols/alphabet/bytes/crc32, alphabet at most ``limit``."""
+    alphabet = fields[prefix + "alphabet"]
+    if alphabet > min(limit, MAX_ALPHABET):
+        raise UserError(f"{source}: layer {key} has a malformed {what} table")
+    lengths = read_table(cursor["code_lengths"].take(table_size(alphabet), None, key), alphabet)
+    data = cursor["streams"].take(fields[prefix + "bytes"], fields[prefix + "crc32"], key)
+    return CodedStream(data, lengths, fields[prefix + "symbols"])
+
+
+def _field(obj: dict[str, Any], name: str, kind: type) -> Any:
+    value = obj.get(name) if isinstance(obj, dict) else None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise UserError(f"the .dsz metadata is malformed: {name!r} must be a {kind.__name__}")
+    return value
+
+
+class _Cursor:
+    """Reads consecutive pieces of one container tensor; all of it must be used."""
+
+    def __init__(self, array: np.ndarray, name: str, source: str):
+        self.array, self.name, self.source, self.offset = array, name, source, 0
+
+    def piece(self, count: int, key: str) -> np.ndarray:
+        if count < 0 or self.offset + count > self.array.size:
+            raise UserError(f"{self.source} is damaged: {self.name} ends before layer {key}'s data")
+        piece = self.array[self.offset:self.offset + count]
+        self.offset += count
+        return piece
+
+    def copy(self, count: int, key: str) -> np.ndarray:
+        return self.piece(count, key).copy()
+
+    def take(self, count: int, crc: int | None, key: str) -> bytes:
+        piece = self.piece(count, key).tobytes()
+        if crc is not None and _crc(piece) != crc:
+            raise UserError(f"{self.source} is damaged: checksum of {key}'s data in {self.name} does not match")
+        return piece
+
+    def finish(self) -> None:
+        if self.offset != self.array.size:
+            raise UserError(f"{self.source} is damaged: {self.array.size - self.offset} unused bytes in {self.name}")

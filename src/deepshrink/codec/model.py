@@ -1,0 +1,131 @@
+"""Encoding a whole model: its weights through :mod:`deepshrink.codec.layer`, everything else raw.
+
+The state is walked in the order of the plain architecture's ``state_dict``. A weight whose
+last parametrization has ``quantized_representation(original) -> (codebook (G, K), indices)``
+is encoded from that codebook; every other weight (a tensor with 2 or more dimensions, or any
+parametrized tensor) from its effective float values, dense or sparse. All remaining tensors
+(BatchNorm parameters and running statistics, biases) are concatenated raw into ``other``:
+floating ones as ``float_dtype``, others (``num_batches_tracked``) in their own type.
+
+``float_dtype="float32"`` (the default) keeps the decoded model's outputs bit-identical to the
+encoded model's; ``"float16"`` halves the float bytes but rounds BatchNorm parameters, biases
+and unquantized weights, so outputs change slightly. Codebooks are always float32.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from deepshrink.codec.layer import FLOAT_DTYPES, EncodedTensor, decode_tensor, encode_float, encode_quantized
+from deepshrink.errors import UserError
+from deepshrink.models import ModelInfo, build_model
+from deepshrink.models.file import load_state_strict
+
+
+@dataclass(frozen=True)
+class EncodedModel:
+    """A model as stored in a ``.dsz`` file."""
+
+    info: ModelInfo                  # no parametrizations: the decoded model is plain
+    float_dtype: str                 # storage of the floats in ``other`` and of float weights
+    layers: list[EncodedTensor]      # coded weights
+    other: bytes                     # every other state tensor, in state-dict order
+
+
+def encode_model(model: nn.Module, info: ModelInfo, *, float_dtype: str = "float32") -> EncodedModel:
+    """Encode ``model`` (built from ``info.arch``, optionally pruned/quantized through parametrizations)."""
+    if float_dtype not in FLOAT_DTYPES:
+        raise UserError(f"float storage must be one of {', '.join(FLOAT_DTYPES)}, got {float_dtype!r}")
+    plain = build_model(info.arch).state_dict()
+    layers, other = [], []
+    with torch.no_grad():
+        for key, reference in plain.items():
+            module_name, _, attr = key.rpartition(".")
+            module = model.get_submodule(module_name)
+            tensor = getattr(module, attr).detach().cpu()
+            if tensor.shape != reference.shape:
+                raise UserError(f"tensor {key} has shape {tuple(tensor.shape)}, "
+                                f"architecture {info.arch.name} needs {tuple(reference.shape)}")
+            if parametrize.is_parametrized(module, attr) or (tensor.is_floating_point() and tensor.dim() >= 2):
+                layers.append(_encode_weight(key, module, attr, tensor, float_dtype))
+            else:
+                other.append(_raw_bytes(key, tensor, float_dtype))
+    stored = ModelInfo.from_dict(info.to_dict())
+    stored.parametrizations = []
+    stored.history.append({"stage": "encode", "format": "dsz", "float_dtype": float_dtype})
+    return EncodedModel(stored, float_dtype, layers, b"".join(other))
+
+
+def decode_model(encoded: EncodedModel, source: str = "the .dsz file") -> tuple[nn.Module, ModelInfo]:
+    """Rebuild the plain model (eval mode) from ``encoded``; any inconsistency is a :class:`UserError`."""
+    model = build_model(encoded.info.arch)
+    plain = model.state_dict()
+    state: dict[str, torch.Tensor] = {}
+    for layer in encoded.layers:
+        if layer.key not in plain or layer.key in state:
+            raise UserError(f"{source}: layer {layer.key!r} is unknown or repeated "
+                            f"for {encoded.info.arch.name}")
+        if layer.shape != tuple(plain[layer.key].shape):
+            raise UserError(f"{source}: layer {layer.key} has shape {layer.shape}, "
+                            f"the architecture needs {tuple(plain[layer.key].shape)}")
+        try:
+            values = decode_tensor(layer)
+        except ValueError as exc:
+            raise UserError(f"{source}: layer {layer.key} is damaged ({exc})") from None
+        state[layer.key] = torch.from_numpy(values).to(plain[layer.key].dtype)
+    state.update(_split_other(encoded, {k: v for k, v in plain.items() if k not in state}, source))
+    load_state_strict(model, state, source=source)
+    return model.eval(), encoded.info
+
+
+def _encode_weight(key: str, module: nn.Module, attr: str, tensor: torch.Tensor, float_dtype: str) -> EncodedTensor:
+    values = tensor.float().numpy()
+    chain = module.parametrizations[attr] if parametrize.is_parametrized(module, attr) else None
+    if chain is not None and hasattr(chain[-1], "quantized_representation"):
+        original = chain.original
+        for step in list(chain)[:-1]:
+            original = step(original)
+        codebook, indices = chain[-1].quantized_representation(original)
+        return encode_quantized(key, codebook.detach().cpu().float().numpy(),
+                                indices.detach().cpu().numpy(), values)
+    try:
+        return encode_float(key, values, float_dtype)
+    except ValueError as exc:
+        raise UserError(f"cannot store {exc}") from None
+
+
+def _storage(tensor: torch.Tensor, float_dtype: str) -> np.dtype:
+    """Little-endian numpy type ``tensor`` is stored as."""
+    if tensor.is_floating_point():
+        return np.dtype(float_dtype).newbyteorder("<")
+    return np.dtype(str(tensor.dtype).removeprefix("torch.")).newbyteorder("<")
+
+
+def _raw_bytes(key: str, tensor: torch.Tensor, float_dtype: str) -> bytes:
+    values = tensor.numpy()
+    with np.errstate(over="ignore"):
+        stored = values.astype(_storage(tensor, float_dtype))
+    if tensor.is_floating_point() and not np.array_equal(np.isfinite(stored), np.isfinite(values)):
+        raise UserError(f"cannot store {key}: a value is out of {float_dtype} range")
+    return stored.tobytes()
+
+
+def _split_other(encoded: EncodedModel, rest: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """Cut ``encoded.other`` into the tensors ``rest`` (key -> plain reference, in order)."""
+    sizes = {key: math.prod(ref.shape) * _storage(ref, encoded.float_dtype).itemsize for key, ref in rest.items()}
+    if sum(sizes.values()) != len(encoded.other):
+        raise UserError(f"{source}: the other tensors take {len(encoded.other)} bytes, "
+                        f"the architecture needs {sum(sizes.values())}")
+    state, offset = {}, 0
+    for key, ref in rest.items():
+        dtype = _storage(ref, encoded.float_dtype)
+        chunk = np.frombuffer(encoded.other, dtype=dtype, count=math.prod(ref.shape), offset=offset)
+        state[key] = torch.from_numpy(chunk.astype(dtype.newbyteorder("="))).to(ref.dtype).reshape(ref.shape)
+        offset += sizes[key]
+    return state

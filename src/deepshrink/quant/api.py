@@ -1,0 +1,109 @@
+"""The public verbs: ``quantize_(model, QuantConfig(...))`` attaches weight quantizers in
+place (post-training quantization is this alone; QAT and codebook fine-tuning are ordinary
+training with :class:`deepshrink.train.Trainer` afterwards), and ``finalize`` bakes them into
+plain weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from torch import nn
+from torch.nn.utils import parametrize
+
+from deepshrink.errors import UserError
+from deepshrink.prune.select import prunable_layers
+from deepshrink.quant.kmeans import INITS
+from deepshrink.quant.linear import BITS
+from deepshrink.quant.quantizers import KMeansQuantizer, LinearQuantizer
+
+METHODS = ("linear", "kmeans")
+KMEANS_BITS = (2, 3, 4, 5, 6, 7, 8)
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How to quantize the weights of a model's Conv2d and Linear layers.
+
+    ``exclude`` holds fnmatch globs of layer names to keep float, besides the first conv and
+    the last classifier unless ``exclude_first_last`` is False. ``symmetric`` and
+    ``per_channel`` apply to the linear method, ``init`` and ``seed`` to k-means.
+    """
+
+    method: str = "linear"
+    bits: int = 8
+    symmetric: bool = False
+    per_channel: bool = False
+    init: str = "linear"
+    exclude: tuple[str, ...] = ()
+    exclude_first_last: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+        if self.method not in METHODS:
+            raise UserError(f"unknown quantization method {self.method!r}; choose one of: {', '.join(METHODS)}")
+        allowed = BITS if self.method == "linear" else KMEANS_BITS
+        if self.bits not in allowed:
+            raise UserError(f"{self.method} quantization takes bits in 2..8"
+                            f"{' or 16' if 16 in allowed else ''}, got {self.bits}")
+        if self.method == "kmeans" and (self.symmetric or self.per_channel):
+            raise UserError("symmetric and per-channel apply to linear quantization, not k-means")
+        if self.init not in INITS:
+            raise UserError(f"unknown k-means init {self.init!r}; choose one of: {', '.join(INITS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings that apply to the method, as JSON data."""
+        data = asdict(self)
+        data["exclude"] = list(self.exclude)
+        for key in (("init", "seed") if self.method == "linear" else ("symmetric", "per_channel")):
+            del data[key]
+        return data
+
+
+def quantize_(model: nn.Module, config: QuantConfig) -> nn.Module:
+    """Attach a weight quantizer to each selected layer of ``model`` (in place; returns it).
+
+    A layer that already has a pruning mask keeps it: the quantizer chains after it, so its
+    zeros stay exactly zero. For k-means the clustering runs now, on the current (masked)
+    weights, and the float weight is frozen (``requires_grad`` False): only the centroids train.
+    """
+    layers = prunable_layers(model, config.exclude, exclude_first_last=config.exclude_first_last)
+    for name, module in layers.items():
+        if quantizer_of(module) is not None:
+            raise UserError(f"{name} is already quantized; quantize the unquantized model instead")
+    for module in layers.values():
+        if config.method == "linear":
+            quantizer = LinearQuantizer(config.bits, config.symmetric, config.per_channel)
+        else:
+            quantizer = KMeansQuantizer.fit(module.weight, config.bits, config.init, config.seed)
+        parametrize.register_parametrization(module, "weight", quantizer, unsafe=True)
+        if config.method == "kmeans":
+            module.parametrizations.weight.original.requires_grad_(False)
+    return model
+
+
+def quantizer_of(module: nn.Module) -> nn.Module | None:
+    """The quantizer on ``module.weight`` (the parametrization with a
+    ``quantized_representation``), or None."""
+    if not parametrize.is_parametrized(module, "weight"):
+        return None
+    return next((p for p in module.parametrizations.weight if hasattr(p, "quantized_representation")), None)
+
+
+def quantizers_of(model: nn.Module) -> dict[str, nn.Module]:
+    """Qualified layer name -> quantizer, for every quantized weight of ``model``."""
+    found = {name: quantizer_of(module) for name, module in model.named_modules()}
+    return {name: quantizer for name, quantizer in found.items() if quantizer is not None}
+
+
+def finalize(model: nn.Module) -> nn.Module:
+    """Bake every quantized weight into a plain, trainable parameter holding the quantized
+    values (the whole parametrization chain of that weight, a pruning mask included, is
+    removed; pruned positions stay 0.0). In place; returns ``model``."""
+    for name in quantizers_of(model):
+        module = model.get_submodule(name)
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        module.weight.requires_grad_(True)
+    return model

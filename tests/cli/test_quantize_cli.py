@@ -1,0 +1,67 @@
+"""``deepshrink quantize``: happy paths and user mistakes (exit 2, one line)."""
+
+import json
+
+import pytest
+import torch
+
+from deepshrink.cli import main
+from deepshrink.data import load_dataset
+from deepshrink.models import build_model, load_model, save_model
+from deepshrink.pipeline.train import new_model_info
+from deepshrink.quant import quantizers_of
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    info = new_model_info("digits-cnn", load_dataset("synthetic", "train"))
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "m.safetensors"
+    save_model(path, build_model(info.arch), info)
+    return path
+
+
+def test_linear_ptq_with_evaluation(model_file, tmp_path, capsys):
+    out = tmp_path / "q.safetensors"
+    code = main(["quantize", str(model_file), "--method", "linear", "--bits", "4", "--symmetric",
+                 "--per-channel", "--data", "synthetic", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and "linear 4-bit weights in 2 layers" in printed and "test top-1" in printed
+    model, _ = load_model(out)
+    quantizer = quantizers_of(model)["conv2"]
+    assert quantizer.spec() == {"bits": 4, "symmetric": True, "per_channel": True}
+
+
+def test_kmeans_with_fine_tuning_json(model_file, tmp_path, capsys):
+    out = tmp_path / "q.safetensors"
+    code = main(["quantize", str(model_file), "--method", "kmeans", "--bits", "2", "--init", "density",
+                 "--quantize-first-last", "--exclude", "conv3", "--finetune-epochs", "1",
+                 "--data", "synthetic", "--limit-train", "128", "--batch-size", "32", "--json", "--out", str(out)])
+    record = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert record["layers"] == ["conv1", "conv2", "fc"] and record["init"] == "density"
+    assert record["finetune_epochs"] == 1 and 0 <= record["test_top1"] <= 1
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--bits", "9"], "2..8 or 16"),
+    (["--bits", "x"], "not an integer"),
+    (["--bits", "4", "--finetune-epochs", "2"], "needs --data"),
+    (["--bits", "4", "--exclude", "nope*"], "matches no"),
+])
+def test_mistakes_exit_2_with_one_line(model_file, tmp_path, capsys, extra, needle):
+    argv = ["quantize", str(model_file), "--method", "linear", "--out", str(tmp_path / "q.safetensors"), *extra]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse errors exit directly
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and needle in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "q.safetensors").exists()
+
+
+def test_kmeans_16_bits_and_missing_file(tmp_path, model_file, capsys):
+    assert main(["quantize", str(model_file), "--method", "kmeans", "--bits", "16", "--out", str(tmp_path / "q")]) == 2
+    assert main(["quantize", str(tmp_path / "none"), "--method", "kmeans", "--bits", "4", "--out", str(tmp_path / "q")]) == 2
+    err = capsys.readouterr().err
+    assert "2..8" in err and "model file not found" in err

@@ -1,0 +1,158 @@
+import json
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from safetensors.numpy import load, save
+
+from deepshrink.codec import decode_model, encode_model, from_bytes, load_dsz, read_dsz, save_dsz, to_bytes
+from deepshrink.codec.dsz import METADATA_KEY
+from deepshrink.errors import UserError
+from deepshrink.models import save_model
+
+
+@pytest.fixture(scope="module")
+def reference(compressed_shared):
+    """(file bytes, decoded state dict, decoded info dict) of the shared compressed model."""
+    data = to_bytes(encode_model(*compressed_shared))
+    model, info = decode_model(from_bytes(data))
+    return data, model.state_dict(), info.to_dict()
+
+
+def _header_size(data):
+    return 8 + int.from_bytes(data[:8], "little")
+
+
+def _with_table(data, edit, fix_checksum=True):
+    """``data`` with its metadata table passed through ``edit`` (and the checksum redone)."""
+    tensors = load(data)
+    metadata = json.loads(data[8:_header_size(data)])["__metadata__"]
+    table = json.loads(metadata[METADATA_KEY])
+    edit(table)
+    if fix_checksum:
+        rest = json.dumps({k: v for k, v in table.items() if k != "crc32"}, separators=(",", ":"))
+        table["crc32"] = zlib.crc32(rest.encode())
+    return save(tensors, metadata={METADATA_KEY: json.dumps(table, separators=(",", ":"))})
+
+
+def _decodes_identically_or_refuses(data, reference):
+    _, state, info = reference
+    try:
+        model, back = decode_model(from_bytes(data))
+    except UserError as exc:
+        assert str(exc) and "\n" not in str(exc)
+        event("refused")
+        return
+    event("decoded identically")
+    assert back.to_dict() == info
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_file_round_trip(tmp_path, compressed_shared, reference):
+    model, info = compressed_shared
+    save_dsz(tmp_path / "m.dsz", model, info)
+    assert (tmp_path / "m.dsz").read_bytes() == reference[0]
+    decoded, back = load_dsz(tmp_path / "m.dsz")
+    assert all(torch.equal(decoded.state_dict()[k], v) for k, v in reference[1].items())
+    assert back.arch == info.arch
+
+
+def test_tensors_and_metadata_of_the_container(reference):
+    tensors = load(reference[0])
+    assert {k: v.dtype.name for k, v in tensors.items()} == {
+        "streams": "uint8", "codebooks": "float32", "code_lengths": "uint8"}
+    table = json.loads(json.loads(reference[0][8:_header_size(reference[0])])["__metadata__"][METADATA_KEY])
+    assert table["format"] == "deepshrink-dsz" and table["version"] == 1
+    assert table["model"]["arch"]["name"] == "digits-cnn"
+    rows = [dict(zip(table["layer_columns"], row)) for row in table["layers"]]
+    assert [row["key"] for row in rows] == ["conv1.weight", "conv2.weight", "conv3.weight", "fc.weight"]
+    assert [row["coding"] for row in rows] == ["float32", "huffman", "huffman", "float32"]
+    assert rows[1]["index_width"] > 0 and rows[1]["symbols"] == rows[1]["index_symbols"]
+    streams = sum(row["bytes"] + row["index_bytes"] for row in rows)
+    assert streams + table["other"]["bytes"] == tensors["streams"].size
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda t: t.update(version=2), "version 2; this deepshrink reads version 1"),
+    (lambda t: t.update(format="zip"), "not a .dsz file"),
+    (lambda t: t["layers"][2].__setitem__(0, "conv2.weight"), "unknown or repeated"),
+    (lambda t: t["layers"][2].__setitem__(0, "conv9.weight"), "not a tensor of the architecture"),
+    (lambda t: t["layers"][1].__setitem__(2, t["layers"][1][2] - 1), "damaged"),
+    (lambda t: t["layers"][1].__setitem__(7, 3), "malformed values table"),
+    (lambda t: t["layers"][1].__setitem__(8, 13), "13 bits"),
+    (lambda t: t["layers"][1].pop(), "malformed layer table row"),
+    (lambda t: t["layer_columns"].reverse(), "columns"),
+    (lambda t: t.update(float_dtype="float16"), "other tensors take"),
+    (lambda t: t["other"].update(crc32=1), "checksum of other tensors"),
+    (lambda t: t["model"]["arch"].update(name="resnet9000"), "unknown model"),
+])
+def test_consistent_but_wrong_edits_are_refused(reference, edit, needle):
+    with pytest.raises(UserError, match=needle):
+        decode_model(from_bytes(_with_table(reference[0], edit)))
+
+
+def test_an_edit_without_a_new_checksum_is_refused(reference):
+    data = _with_table(reference[0], lambda t: t["model"]["input"].update(mean=[0.5]), fix_checksum=False)
+    with pytest.raises(UserError, match="checksum of the metadata"):
+        from_bytes(data)
+
+
+def test_files_that_are_not_dsz(tmp_path, compressed_shared):
+    save_model(tmp_path / "m.safetensors", *compressed_shared)
+    with pytest.raises(UserError, match="not a .dsz file"):
+        read_dsz(tmp_path / "m.safetensors")
+    with pytest.raises(UserError, match="not found"):
+        read_dsz(tmp_path / "none.dsz")
+    (tmp_path / "empty.dsz").write_bytes(b"")
+    with pytest.raises(UserError, match="not a .dsz file"):
+        read_dsz(tmp_path / "empty.dsz")
+
+
+def _leaves(node, path=()):
+    if isinstance(node, dict):
+        return [leaf for key, value in node.items() for leaf in _leaves(value, path + (key,))]
+    if isinstance(node, list):
+        return [leaf for i, value in enumerate(node) for leaf in _leaves(value, path + (i,))]
+    return [path]
+
+
+def _set_leaf(table, path, value):
+    for key in path[:-1]:
+        table = table[key]
+    table[path[-1]] = value if not callable(value) else value(table[path[-1]])
+
+
+@st.composite
+def corrupted(draw, data):
+    header = _header_size(data)
+    kind = draw(st.sampled_from(["truncate", "flip", "flip-header", "byte", "bytes", "table", "table-raw"]))
+    if kind == "truncate":
+        return data[:draw(st.integers(0, len(data) - 1))]
+    if kind in ("flip", "flip-header"):
+        bit = draw(st.integers(0, 8 * (header if kind == "flip-header" else len(data)) - 1))
+        out = bytearray(data)
+        out[bit // 8] ^= 1 << (bit % 8)
+        return bytes(out)
+    if kind in ("byte", "bytes"):
+        out = bytearray(data)
+        for _ in range(draw(st.integers(1, 1 if kind == "byte" else 8))):
+            out[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+        return bytes(out)
+    # a structural edit of the layer table with a correct checksum, or any edit without one
+    table = json.loads(json.loads(data[8:header])["__metadata__"][METADATA_KEY])
+    paths = [p for p in _leaves(table) if kind == "table-raw" or p[0] not in ("model", "crc32")]
+    path = draw(st.sampled_from(paths))
+    value = draw(st.one_of(st.integers(-3, 2**20), st.text(max_size=4), st.none(), st.booleans(),
+                           st.sampled_from([lambda v: v + 1 if isinstance(v, int) else v,
+                                            lambda v: v - 1 if isinstance(v, int) else v])))
+    return _with_table(data, lambda t: _set_leaf(t, path, value), fix_checksum=kind == "table")
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                     HealthCheck.too_slow])
+@given(st.data())
+def test_corrupted_files_decode_identically_or_raise_user_error(reference, data):
+    _decodes_identically_or_refuses(data.draw(corrupted(reference[0])), reference)

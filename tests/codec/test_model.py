@@ -1,0 +1,71 @@
+import pytest
+import torch
+from torch.nn.utils import parametrize
+
+from deepshrink.codec import decode_model, encode_model, from_bytes, to_bytes
+from deepshrink.errors import UserError
+from deepshrink.models import InputSpec, ModelInfo, build_model, make_spec
+
+
+def test_round_trip_gives_identical_tensors_and_outputs(compressed):
+    model, info = compressed
+    encoded = encode_model(model, info)
+    decoded, back = decode_model(from_bytes(to_bytes(encoded)))
+    layers = {layer.key: layer for layer in encoded.layers}
+    assert set(layers) == {"conv1.weight", "conv2.weight", "conv3.weight", "fc.weight"}
+    assert layers["conv1.weight"].raw is not None and layers["conv1.weight"].layout == "dense"
+    assert layers["conv2.weight"].codebook.shape == (1, 17) and layers["conv2.weight"].layout == "sparse"
+    assert layers["conv3.weight"].codebook.shape[0] == 64
+    assert layers["fc.weight"].raw is not None and layers["fc.weight"].layout == "sparse"
+    for key, tensor in decoded.state_dict().items():
+        module_name, _, attr = key.rpartition(".")
+        assert torch.equal(tensor, getattr(model.get_submodule(module_name), attr)), key
+    assert not parametrize.is_parametrized(decoded.conv2)
+    x = torch.randn(8, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(decoded(x), model(x))
+    assert back.parametrizations == [] and back.history[-1]["stage"] == "encode"
+    assert back.classes == info.classes and info.history == []
+
+
+def test_float16_storage_rounds_the_other_tensors(compressed):
+    model, info = compressed
+    decoded, _ = decode_model(from_bytes(to_bytes(encode_model(model, info, float_dtype="float16"))))
+    assert torch.equal(decoded.bn1.weight, model.bn1.weight.half().float())
+    assert torch.equal(decoded.conv2.weight, model.conv2.weight)  # codebooks stay float32
+    assert decoded.bn1.num_batches_tracked.item() == 7
+
+
+def test_real_pruning_and_quantization_round_trip():
+    quant = pytest.importorskip("deepshrink.quant")
+    prune = pytest.importorskip("deepshrink.prune")
+    for config in (quant.QuantConfig(method="kmeans", bits=4), quant.QuantConfig(bits=5, per_channel=True)):
+        spec = make_spec("digits-cnn")
+        torch.manual_seed(1)
+        model = build_model(spec)
+        prune.attach_masks(model, {"conv2": (torch.rand_like(model.conv2.weight) > 0.7).float()})
+        quant.quantize_(model, config)
+        model.eval()
+        decoded, _ = decode_model(encode_model(model, ModelInfo(spec, InputSpec((1, 8, 8), (0.3,), (0.4,)))))
+        x = torch.randn(4, 1, 8, 8)
+        with torch.no_grad():
+            assert torch.equal(decoded(x), model(x)), config
+
+
+def test_unknown_float_storage_is_a_user_error(compressed):
+    model, info = compressed
+    with pytest.raises(UserError, match="float storage"):
+        encode_model(model, info, float_dtype="bfloat16")
+
+
+def test_values_out_of_float16_range_are_a_user_error(compressed):
+    model, info = compressed
+    with torch.no_grad():
+        model.bn1.running_var[0] = 1e6
+    with pytest.raises(UserError, match="bn1.running_var: a value is out of float16 range"):
+        encode_model(model, info, float_dtype="float16")
+    with torch.no_grad():
+        model.bn1.running_var[0] = 1.0
+        model.conv1.weight[0, 0, 0, 0] = 1e6
+    with pytest.raises(UserError, match="conv1.weight: a value is out of float16 range"):
+        encode_model(model, info, float_dtype="float16")

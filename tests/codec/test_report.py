@@ -1,0 +1,49 @@
+import math
+
+import pytest
+from safetensors.torch import save
+
+from deepshrink.codec import codec_report, encode_model, float32_size, format_codec_report, to_bytes
+
+
+def test_sizes_add_up_to_the_file(compressed_shared):
+    model, info = compressed_shared
+    encoded = encode_model(model, info)
+    report = codec_report(encoded)
+    assert report.dsz_bytes == len(to_bytes(encoded))
+    assert report.dsz_bytes == sum(r.bytes for r in report.layers) + report.other_bytes + report.container_bytes
+    assert 0 < report.container_bytes < 2000
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if "parametrizations" not in k}
+    assert report.float32_bytes == float32_size(info.arch) > len(save(state)) * 0.99
+    assert report.ratio == report.float32_bytes / report.dsz_bytes
+    # BatchNorm: 3 layers x (weight, bias, mean, var) floats + 3 int64 counters; fc bias 10
+    bn = 4 * (16 + 32 + 64)
+    assert report.other_values == bn + 3 + 10
+    assert report.other_bytes == 4 * (bn + 10) + 8 * 3
+
+
+def test_layer_rows(compressed_shared):
+    model, info = compressed_shared
+    rows = {r.key: r for r in codec_report(encode_model(model, info)).layers}
+    conv2 = rows["conv2.weight"]
+    assert conv2.weights == 32 * 16 * 9 and conv2.layout == "sparse"
+    assert conv2.nonzeros == int((model.conv2.weight != 0).sum())
+    assert conv2.weight_bits == math.ceil(math.log2(17))  # 16 levels + the zero column
+    assert conv2.values.entropy <= conv2.values.bits_per_symbol <= conv2.values.entropy + 1
+    assert conv2.index.entropy <= conv2.index.bits_per_symbol <= conv2.index.entropy + 1
+    assert conv2.index_bits > 0 and conv2.values.symbols == conv2.index.symbols >= conv2.nonzeros
+    assert rows["conv1.weight"].values is None and rows["conv1.weight"].weight_bits == 32
+    assert rows["conv1.weight"].bytes == 4 * 16 * 9
+
+
+def test_formatted_table(compressed_shared):
+    text = format_codec_report(codec_report(encode_model(*compressed_shared)))
+    assert "conv2.weight" in text and "other tensors" in text and "container" in text
+    assert text.splitlines()[-1].startswith("float32 safetensors") and "x smaller" in text
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_float16_halves_the_other_bytes(compressed_shared, dtype):
+    report = codec_report(encode_model(*compressed_shared, float_dtype=dtype))
+    bn = 4 * (16 + 32 + 64)
+    assert report.other_bytes == (2 if dtype == "float16" else 4) * (bn + 10) + 8 * 3

@@ -1,0 +1,25 @@
+import numpy as np
+
+from deepshrink.codec import sparse
+
+
+def test_fillers_by_hand():
+    # non-zeros at 1, 4, 20 with 3-bit skips (at most 7): the gap of 15 zeros before 20 needs
+    # one filler at position 12 (skip 7), then 20 skips 7 more
+    skips, is_filler = sparse.relative_indices(np.array([1, 4, 20]), 3)
+    assert skips.tolist() == [1, 2, 7, 7]
+    assert is_filler.tolist() == [False, False, True, False]
+    assert sparse.positions_from_skips(skips).tolist() == [1, 4, 12, 20]
+    assert sparse.filler_count(sparse.gaps(np.array([1, 4, 20])), 3) == 1
+    assert sparse.skip_counts(sparse.gaps(np.array([1, 4, 20])), 3).tolist() == [0, 1, 1, 0, 0, 0, 0, 2]
+
+
+def test_round_trip_of_random_positions():
+    rng = np.random.default_rng(1)
+    positions = np.flatnonzero(rng.random(5000) < 0.05)
+    for width in (1, 2, 5, 8):
+        skips, is_filler = sparse.relative_indices(positions, width)
+        assert skips.max() < 2**width
+        back = sparse.positions_from_skips(skips)
+        assert np.array_equal(back[~is_filler], positions)
+        assert is_filler.sum() == sparse.filler_count(sparse.gaps(positions), width)
