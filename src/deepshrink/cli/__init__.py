@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from deepshrink.cli import bench, decode, demo, encode, evaluate, export, import_pretrained, prune, quantize, report, sparse_opt, train
+from deepshrink.cli import bench, decode, demo, encode, evaluate, export, import_pretrained, prune, quantize, report, run, sparse_opt, train
 from deepshrink.cli.args import Parser
 from deepshrink.errors import UserError
 
-COMMANDS = (demo, train, evaluate, bench, import_pretrained, prune, report, sparse_opt, quantize, export, encode, decode)
+COMMANDS = (demo, train, evaluate, bench, import_pretrained, prune, report, sparse_opt, encode, decode, quantize, export, run)
 
 
 def build_parser() -> Parser:

@@ -1,0 +1,264 @@
+"""Running a recipe: the stages in order, each measured, resumable after an interruption.
+
+Stage 0 (``00-model``) materialises the starting model (a fresh zoo model, an imported
+checkpoint, or a copy of a model file); the recipe's stages follow as ``01-train``,
+``02-prune``, ... (see :mod:`deepshrink.pipeline.run_folder`). After each stage the runner
+measures, on the artefact itself: test top-1, bytes on disk, the ratio against the float32
+safetensors of the starting model, and batch-1 latency. At the end it writes the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.nn.utils import parametrize
+
+from deepshrink.codec import encode_file
+from deepshrink.codec.files import decode_file
+from deepshrink.codec.report import float32_size
+from deepshrink.data import BatchLoader, ImageDataset
+from deepshrink.errors import UserError
+from deepshrink.models import build_model, load_model, save_model
+from deepshrink.pipeline.bench import bench_model_file
+from deepshrink.pipeline.datasets import check_fits, load_split
+from deepshrink.pipeline.evaluate import evaluate_model_file
+from deepshrink.pipeline.export import export_job
+from deepshrink.pipeline.import_pretrained import import_pretrained_job
+from deepshrink.pipeline.prune import prune_job
+from deepshrink.pipeline.quantize import quantize_job
+from deepshrink.pipeline.recipe import COMPRESSING, Recipe, Stage
+from deepshrink.pipeline.run_folder import (DECODED_FILE, DSZ_FILE, MODEL_FILE, STAGE_FILE, TRAIN_DIR, StageRecord,
+                                            read_record, stage_folder_name, write_record)
+from deepshrink.pipeline.run_report import write_run_report
+from deepshrink.pipeline.structured_prune import structured_prune_job
+from deepshrink.pipeline.train import distillation_hook, new_model_info, train_job
+
+LATENCY_REPEATS = 10          # batch-1 forward passes timed per stage (after 3 warm-up passes),
+                              # on recipe.threads threads (default 1)
+CALIBRATION_IMAGES = 512      # training images that calibrate an int8-onnx export
+COMPARE_IMAGES = 500          # test images on which decoded and encoded models are compared
+
+
+@dataclass(frozen=True)
+class RunResult:
+    out: Path
+    stages: list[StageRecord]
+    resumed: list[int]        # indices of the stages found finished and skipped
+    report: Path              # report.md
+    train_images: int
+    test_images: int
+
+
+@dataclass
+class _Context:
+    recipe: Recipe
+    out: Path
+    train_set: ImageDataset
+    test_set: ImageDataset
+    resume: bool
+    progress: bool | None
+    baseline_bytes: int = 0
+    original: Path | None = None   # the model before the first compressing stage
+
+
+def run_recipe(recipe: Recipe, *, out: str | os.PathLike | None = None, resume: bool = False,
+               progress: bool | None = None,
+               on_stage: Callable[[StageRecord, bool], None] | None = None) -> RunResult:
+    """Run ``recipe`` into ``out`` (default: ``recipe.out``); returns the finished stages.
+
+    With ``resume``, the finished stages up to the first unfinished one are skipped (they
+    must have been run with the same settings), an unfinished training stage continues from
+    its checkpoint, and every stage after it runs afresh; without ``resume``, a run folder
+    that already holds stages is an error.
+    ``on_stage(record, skipped)`` is called after each stage.
+    """
+    out = Path(out if out is not None else recipe.out)
+    _check_inputs(recipe)
+    if not resume and any(out.glob(f"[0-9][0-9]-*/{STAGE_FILE}")):
+        raise UserError(f"{out} already holds a run: give --resume to continue it, or another --out")
+    threads = torch.get_num_threads()
+    if recipe.threads is not None:
+        torch.set_num_threads(recipe.threads)
+    try:
+        return _run(recipe, out, resume, progress, on_stage)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(recipe: Recipe, out: Path, resume: bool, progress: bool | None,
+         on_stage: Callable[[StageRecord, bool], None] | None) -> RunResult:
+    ctx = _Context(recipe, out, load_split(recipe.data.name, "train", recipe.data.dir, recipe.data.limit_train),
+                   load_split(recipe.data.name, "test", recipe.data.dir, recipe.data.limit_test), resume, progress)
+    stages: list[tuple[str, Stage | None]] = [("model", None), *((s.kind, s) for s in recipe.stages)]
+    records, resumed, model = [], [], None
+    for index, (kind, stage) in enumerate(stages):
+        if stage is not None and stage.kind in COMPRESSING and ctx.original is None:
+            ctx.original = model
+        record = _finished(ctx, index, kind, stage)
+        if record is None:
+            record = _run_stage(ctx, index, kind, stage, model)
+            ctx.resume = False  # the stages after a redone one start afresh
+        else:
+            resumed.append(index)
+        if index == 0:
+            ctx.baseline_bytes = record.details["float32_bytes"]
+        model = out / record.model if record.model is not None else model
+        records.append(record)
+        if on_stage is not None:
+            on_stage(record, index in resumed)
+    return RunResult(out, records, resumed, write_run_report(out, title=recipe.name), len(ctx.train_set),
+                     len(ctx.test_set))
+
+
+def _check_inputs(recipe: Recipe) -> None:
+    """The files the recipe names exist (checked before anything runs)."""
+    paths = [("data.dir", recipe.data.dir), (f"model.{'checkpoint' if recipe.model.kind == 'pretrained' else 'file'}",
+                                              recipe.model.path)]
+    for key, path in paths:
+        if path is not None and not path.exists():
+            raise UserError(f"{recipe.source}: {key}: {path} does not exist")
+
+
+def _finished(ctx: _Context, index: int, kind: str, stage: Stage | None) -> StageRecord | None:
+    path = ctx.out / stage_folder_name(index, kind) / STAGE_FILE
+    if not (ctx.resume and path.is_file()):
+        return None
+    record = read_record(path)
+    if record.options != _options(ctx.recipe, stage):
+        raise UserError(f"{path.parent} was run with other settings than the recipe's "
+                        f"{stage_folder_name(index, kind)}; run into another --out")
+    return record
+
+
+def _options(recipe: Recipe, stage: Stage | None) -> dict[str, Any]:
+    """The settings recorded in stage.json (and compared on resume), as JSON data."""
+    if stage is not None:
+        options = stage.options
+    else:
+        source = recipe.model
+        options = {source.kind: source.name or str(source.path),
+                   **({"options": source.options} if source.options else {}),
+                   **({"checkpoint": str(source.path)} if source.kind == "pretrained" else {})}
+    return json.loads(json.dumps(options))
+
+
+def _run_stage(ctx: _Context, index: int, kind: str, stage: Stage | None, model: Path | None) -> StageRecord:
+    start = time.perf_counter()
+    folder = ctx.out / stage_folder_name(index, kind)
+    if folder.exists() and not (ctx.resume and (folder / TRAIN_DIR / "last.ckpt").is_file()):
+        shutil.rmtree(folder)  # an unfinished stage that cannot continue: start it afresh
+    folder.mkdir(parents=True, exist_ok=True)
+    run = _RUNNERS[kind]
+    next_model, artefact, evaluated, details = run(ctx, stage, model, folder)
+    if index == 0:
+        details["float32_bytes"] = ctx.baseline_bytes = float32_size(load_model(next_model)[1].arch)
+    top1 = evaluate_model_file(evaluated, ctx.test_set, device=ctx.recipe.device)["top1"]
+    latency = bench_model_file(evaluated, batch=1, threads=ctx.recipe.threads or 1, warmup=3, repeats=LATENCY_REPEATS)
+    size = artefact.stat().st_size
+    record = StageRecord(
+        index=index, kind=kind, options=_options(ctx.recipe, stage),
+        model=None if next_model is None else str(next_model.relative_to(ctx.out)),
+        artefact=str(artefact.relative_to(ctx.out)), evaluated=str(evaluated.relative_to(ctx.out)),
+        top1=top1, bytes=size, ratio=ctx.baseline_bytes / size, latency_ms=latency["latency_ms"],
+        seconds=time.perf_counter() - start, finished=time.time(), details=details)
+    write_record(ctx.out, record)
+    return record
+
+
+# Each stage runner returns (model for the next stage, artefact, file evaluated, details).
+
+def _model_stage(ctx: _Context, stage: None, model: None, folder: Path):
+    source, path = ctx.recipe.model, folder / MODEL_FILE
+    if source.kind == "zoo":
+        torch.manual_seed(ctx.recipe.stages[0].train.seed)  # as train_job seeds a fresh model
+        info = new_model_info(source.name, ctx.train_set, source.options)
+        save_model(path, build_model(info.arch), info)
+    elif source.kind == "pretrained":
+        import_pretrained_job(source.name, source.path, path)
+    else:
+        loaded, info = load_model(source.path)
+        save_model(path, loaded, info)
+    check_fits(load_model(path)[1], ctx.train_set)
+    return path, path, path, {"source": source.kind}
+
+
+def _train_stage(ctx: _Context, stage: Stage, model: Path, folder: Path):
+    hooks, details = [], {}
+    if stage.distill is not None:
+        teacher = model if stage.distill.teacher == "previous" or ctx.original is None else ctx.original
+        hooks.append(distillation_hook(teacher, ctx.train_set, temperature=stage.distill.temperature,
+                                       alpha=stage.distill.alpha))
+        details["teacher"] = str(teacher.relative_to(ctx.out))
+    trainer, _ = train_job(ctx.train_set, ctx.test_set, _train_config(ctx, stage), init_from=model,
+                           out_dir=folder / TRAIN_DIR, resume=_can_resume(ctx, folder), hooks=hooks)
+    path = save_model(folder / MODEL_FILE, trainer.model.cpu(), trainer.info)
+    return path, path, path, details
+
+
+def _prune_stage(ctx: _Context, stage: Stage, model: Path, folder: Path):
+    result = prune_job(model, folder / MODEL_FILE, stage.settings, _train_config(ctx, stage),
+                       **_job_data(ctx, folder))
+    return folder / MODEL_FILE, folder / MODEL_FILE, folder / MODEL_FILE, {"sparsity": result.sparsity}
+
+
+def _structured_stage(ctx: _Context, stage: Stage, model: Path, folder: Path):
+    result = structured_prune_job(model, folder / MODEL_FILE, stage.settings, _train_config(ctx, stage),
+                                  **_job_data(ctx, folder))
+    details = {k: result.record[k] for k in ("macs_before", "macs_after", "params_before", "params_after")
+               if k in result.record}
+    return folder / MODEL_FILE, folder / MODEL_FILE, folder / MODEL_FILE, details
+
+
+def _quantize_stage(ctx: _Context, stage: Stage, model: Path, folder: Path):
+    quantize_job(model, folder / MODEL_FILE, stage.settings, _train_config(ctx, stage), **_job_data(ctx, folder))
+    return folder / MODEL_FILE, folder / MODEL_FILE, folder / MODEL_FILE, {}
+
+
+def _encode_stage(ctx: _Context, stage: Stage, model: Path, folder: Path):
+    encode_file(model, folder / DSZ_FILE, float_dtype=stage.settings.float_dtype)
+    decode_file(folder / DSZ_FILE, folder / DECODED_FILE)
+    identical = same_outputs(model, folder / DECODED_FILE, ctx.test_set.subset(min(COMPARE_IMAGES, len(ctx.test_set))))
+    return folder / DECODED_FILE, folder / DSZ_FILE, folder / DECODED_FILE, {"identical_outputs": identical}
+
+
+def _export_stage(ctx: _Context, stage: Stage, model: Path, folder: Path):
+    fmt = stage.settings.format
+    path = folder / ("model.onnx" if fmt.endswith("onnx") else MODEL_FILE)
+    calibration = ctx.train_set.subset(min(CALIBRATION_IMAGES, len(ctx.train_set))) if fmt == "int8-onnx" else None
+    export_job(model, fmt, path, calibration_set=calibration)
+    return None, path, path, {"format": fmt}
+
+
+_RUNNERS = {"model": _model_stage, "train": _train_stage, "prune": _prune_stage, "structured": _structured_stage,
+            "quantize": _quantize_stage, "encode": _encode_stage, "export": _export_stage}
+
+
+def _train_config(ctx: _Context, stage: Stage):
+    return dataclasses.replace(stage.train, progress=ctx.progress)
+
+
+def _can_resume(ctx: _Context, folder: Path) -> bool:
+    return ctx.resume and (folder / TRAIN_DIR / "last.ckpt").is_file()
+
+
+def _job_data(ctx: _Context, folder: Path) -> dict[str, Any]:
+    return {"train_set": ctx.train_set, "test_set": ctx.test_set, "run_dir": folder / TRAIN_DIR,
+            "resume": _can_resume(ctx, folder)}
+
+
+@torch.inference_mode()
+def same_outputs(model_file: str | os.PathLike, other_file: str | os.PathLike, dataset: ImageDataset) -> bool:
+    """Whether the two model files give bit-identical logits on ``dataset`` (normalised as the first expects)."""
+    first, info = load_model(model_file)
+    second, _ = load_model(other_file)
+    loader = BatchLoader(dataset, 500, mean=info.input.mean, std=info.input.std)
+    with parametrize.cached():
+        return all(torch.equal(first(x), second(x)) for x, _ in loader)

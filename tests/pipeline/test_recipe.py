@@ -1,0 +1,108 @@
+from pathlib import Path
+
+import pytest
+
+from deepshrink.errors import UserError
+from deepshrink.pipeline.prune import PruneSettings
+from deepshrink.pipeline.recipe import EncodeSettings, load_recipe, parse_recipe
+from deepshrink.quant import QuantConfig
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+PACKAGED_DEMO = Path(__file__).resolve().parents[2] / "src/deepshrink/pipeline/recipes/digits-demo.yaml"
+
+HEAD = "name: t\nout: runs/t\ndata: {name: synthetic}\nmodel: {zoo: digits-cnn}\nstages:\n"
+
+
+def error_of(text: str) -> str:
+    with pytest.raises(UserError) as info:
+        parse_recipe(text, source="r.yaml")
+    return str(info.value)
+
+
+def test_valid_recipe_builds_the_job_settings(tmp_path):
+    text = ("name: t\nout: runs/t\ndata: {name: cifar10, dir: data}\n"
+            "model: {pretrained: resnet20, checkpoint: ckpt/r20.th}\nstages:\n"
+            "  - prune: {amount: 0.7, schedule: linear, epochs: 4, lr: 0.01, lr_schedule: constant}\n"
+            "  - train: {epochs: 2, distill: {temperature: 2}}\n"
+            "  - quantize: {method: kmeans, bits: 4, epochs: 1}\n"
+            "  - encode: {float_dtype: float16}\n")
+    recipe = parse_recipe(text, base_dir=tmp_path)
+    prune, train, quantize, encode = recipe.stages
+    assert prune.settings == PruneSettings(amount=0.7, schedule="linear")
+    assert (prune.train.epochs, prune.train.lr, prune.train.schedule) == (4, 0.01, "constant")
+    assert train.distill.teacher == "original" and train.distill.temperature == 2.0 and train.distill.alpha == 0.9
+    assert quantize.settings == QuantConfig(method="kmeans", bits=4) and quantize.train.epochs == 1
+    assert encode.settings == EncodeSettings("float16") and encode.train is None
+    assert recipe.data.dir == tmp_path / "data" and recipe.model.path == tmp_path / "ckpt/r20.th"
+    assert recipe.out == Path("runs/t")  # out stays relative to the current directory
+
+
+def test_unknown_key_names_its_line_and_a_close_match():
+    message = error_of(HEAD + "  - train: {epochs: 1}\n  - prune:\n      amount: 0.5\n      critrion: magnitude\n")
+    assert message.startswith("r.yaml line 9: stages[1].prune.critrion: unknown key (did you mean 'criterion'?)")
+
+
+def test_unknown_stage_and_top_level_key():
+    assert "line 6: stages[0].trian: unknown stage (did you mean 'train'?)" in error_of(HEAD + "  - trian: {epochs: 1}\n")
+    assert "line 1: nme: unknown key (did you mean 'name'?)" in error_of("nme: t\n")
+
+
+def test_wrong_type_is_named_with_its_line():
+    assert error_of(HEAD + "  - train:\n      epochs: three\n") == \
+        "r.yaml line 7: stages[0].train.epochs: must be an integer, got 'three'"
+    assert "line 2: out: must be a non-empty string, got 3" in error_of("name: t\nout: 3\n")
+
+
+def test_out_of_range_values():
+    message = error_of(HEAD + "  - train: {epochs: 1}\n  - quantize:\n      method: linear\n      bits: 9\n")
+    assert message == "r.yaml line 9: stages[1].quantize.bits: must be one of 2..8 or 16 for linear quantization, got 9"
+    assert "stages[1].quantize.bits: must be one of 2..8 for kmeans" in error_of(
+        HEAD + "  - train: {epochs: 1}\n  - quantize: {method: kmeans, bits: 16}\n")
+    assert "line 7: stages[1].prune.amount: must be a sparsity in [0, 1), got 1.5" in error_of(
+        HEAD + "  - train: {epochs: 1}\n  - prune: {amount: 1.5}\n")
+    assert "stages[0].train.lr: must be a number > 0, got 0" in error_of(HEAD + "  - train: {epochs: 1, lr: 0}\n")
+    assert "stages[0].train.distill.alpha: must be a number in [0, 1], got 2" in error_of(
+        HEAD.replace("{zoo: digits-cnn}", "{file: m.safetensors}") + "  - train: {epochs: 1, distill: {alpha: 2}}\n")
+
+
+def test_missing_required_keys():
+    assert error_of("name: t\nout: o\ndata: {name: digits}\nmodel: {zoo: lenet5}\n") == \
+        "r.yaml line 1: recipe: missing required key 'stages'"
+    assert error_of(HEAD + "  - train: {epochs: 1}\n  - prune:\n      epochs: 2\n") == \
+        "r.yaml line 7: stages[1].prune: missing required key 'amount'"
+    assert "line 3: data: cifar10 needs 'dir'" in error_of(HEAD.replace("synthetic", "cifar10") + "  - train: {epochs: 1}\n")
+    assert "line 4: model: give exactly one of zoo, pretrained, file" in error_of(
+        HEAD.replace("{zoo: digits-cnn}", "{zoo: lenet5, file: m}") + "  - train: {epochs: 1}\n")
+
+
+def test_bad_yaml_and_duplicate_keys():
+    assert error_of("name: t\nout: [runs\n").startswith("r.yaml line 3: not valid YAML:")
+    assert error_of("name: t\nname: u\n") == "r.yaml line 2: name: duplicate key"
+    assert error_of("") == "r.yaml: the recipe is empty"
+
+
+def test_stage_order_is_checked():
+    assert "stages[0]: a zoo model starts untrained: the first stage must be train, not prune" in error_of(
+        HEAD + "  - prune: {amount: 0.5}\n")
+    assert "stages[0].export: export must be the last stage" in error_of(
+        HEAD.replace("{zoo: digits-cnn}", "{file: m}") + "  - export: {format: onnx}\n  - encode: {}\n")
+    assert "already quantized" in error_of(
+        HEAD + "  - train: {epochs: 1}\n  - quantize: {bits: 8}\n  - quantize: {bits: 4}\n")
+
+
+def test_cross_field_errors_of_the_jobs_name_the_stage():
+    assert "line 6: stages[0].structured: give exactly one of a pruning ratio and a target MAC reduction" in error_of(
+        HEAD.replace("{zoo: digits-cnn}", "{file: m}") + "  - structured: {criterion: l1}\n")
+
+
+def test_shipped_recipes_are_valid():
+    names = sorted(p.name for p in RECIPES.glob("*.yaml"))
+    assert names == ["deep-compression-resnet20.yaml", "digits-demo.yaml", "lenet300-digits.yaml", "lenet5-digits.yaml"]
+    for name in names:
+        load_recipe(RECIPES / name)
+    assert (RECIPES / "digits-demo.yaml").read_bytes() == PACKAGED_DEMO.read_bytes()
+
+
+def test_unreadable_recipe_file(tmp_path):
+    with pytest.raises(UserError, match="cannot read recipe"):
+        load_recipe(tmp_path / "missing.yaml")
