@@ -106,3 +106,12 @@ def test_shipped_recipes_are_valid():
 def test_unreadable_recipe_file(tmp_path):
     with pytest.raises(UserError, match="cannot read recipe"):
         load_recipe(tmp_path / "missing.yaml")
+
+
+def test_non_printable_characters_are_a_user_error():
+    # found by tests/fuzz: yaml's reader raised before the parser's error handling
+    from deepshrink.errors import UserError
+    from deepshrink.pipeline.recipe import parse_recipe
+
+    with pytest.raises(UserError, match="not valid YAML"):
+        parse_recipe("name: x\x00\n", source="r.yaml")

@@ -273,8 +273,9 @@ def parse_recipe(text: str, *, source: str = "<recipe>", base_dir: str | os.Path
 # --- YAML -> plain data with the line of every key path ---------------------------------------
 
 def _compose(text: str, source: str) -> tuple[Any, dict[str, int]]:
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # the reader rejects non-printable characters right here
         root = loader.get_single_node()
         if root is None:
             raise UserError(f"{source}: the recipe is empty")
@@ -286,7 +287,8 @@ def _compose(text: str, source: str) -> tuple[Any, dict[str, int]]:
         problem = getattr(exc, "problem", None) or str(exc)
         raise UserError(f"{source}{where}: not valid YAML: {problem}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def _plain(node: yaml.Node, path: str, lines: dict[str, int], loader: yaml.SafeLoader, source: str) -> Any:
