@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import argparse
 
-from deepshrink.cli.args import (add_data_args, add_distill_args, distill_hooks, nonneg_float, nonneg_int,
-                                 positive_float, positive_int, set_threads, unit_interval)
+from deepshrink.cli.args import nonneg_float, nonneg_int, positive_int, set_threads, unit_interval
+from deepshrink.cli.finetune import add_finetune_args, finetune_plan
 from deepshrink.errors import UserError
-from deepshrink.pipeline.datasets import load_split
 from deepshrink.pipeline.prune import PruneSettings, prune_job
 from deepshrink.pipeline.structured_prune import StructuredPruneResult, structured_prune_job
 from deepshrink.prune.criteria import CRITERIA, SCOPES
 from deepshrink.prune.schedules import SCHEDULES
 from deepshrink.prune.structured import CRITERIA as STRUCTURED_CRITERIA
 from deepshrink.prune.structured import StructuredSettings
-from deepshrink.train import TrainConfig
 
 
 def register(sub) -> None:
@@ -51,20 +49,8 @@ def register(sub) -> None:
                    help="layer names (fnmatch globs) to leave dense, besides the first and last layer")
     p.add_argument("--prune-first-last", action="store_true",
                    help="prune the first convolution and the classifier too")
-    add_data_args(p, required=False)
     p.add_argument("--out", required=True, metavar="MODEL_FILE", help="where to write the pruned model")
-    p.add_argument("--run-dir", metavar="DIR", help="checkpoints and metrics of the fine-tuning (resumable)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted fine-tuning in --run-dir")
-    p.add_argument("--lr", type=positive_float, default=0.01)
-    p.add_argument("--batch-size", type=positive_int, default=128)
-    p.add_argument("--momentum", type=unit_interval, default=0.9)
-    p.add_argument("--weight-decay", type=nonneg_float, default=5e-4)
-    p.add_argument("--seed", type=nonneg_int, default=0)
-    p.add_argument("--limit-train", type=positive_int, metavar="N", help="use only the first N training images")
-    p.add_argument("--limit-test", type=positive_int, metavar="N", help="use only the first N test images")
-    add_distill_args(p)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=positive_int)
+    add_finetune_args(p)
     p.set_defaults(run=run)
 
 
@@ -94,17 +80,7 @@ def _structured_settings(args: argparse.Namespace) -> StructuredSettings:
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     settings = _structured_settings(args) if args.structured else _settings(args)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                         weight_decay=args.weight_decay, seed=args.seed, device=args.device)
-    if args.resume and args.run_dir is None:
-        raise UserError("--resume needs --run-dir")
-    if args.epochs and args.data is None:
-        raise UserError("fine-tuning (--epochs > 0) needs --data")
-    if args.teacher and not args.epochs:
-        raise UserError("--teacher distils during fine-tuning: give --epochs > 0")
-    train_set = load_split(args.data, "train", args.data_dir, args.limit_train) if args.epochs else None
-    test_set = load_split(args.data, "test", args.data_dir, args.limit_test) if args.data else None
-    hooks = distill_hooks(args, train_set) if train_set is not None else []
+    config, train_set, test_set, hooks = finetune_plan(args, args.epochs, "--epochs")
     if args.structured:
         return _print_structured(args, structured_prune_job(
             args.model_file, args.out, settings, config, train_set=train_set, test_set=test_set,

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import argparse
 
-from deepshrink.cli.args import (add_data_args, nonneg_float, nonneg_int, positive_float, positive_int,
-                                 print_json, set_threads, unit_interval)
-from deepshrink.errors import UserError
-from deepshrink.pipeline.datasets import load_split
+from deepshrink.cli.args import nonneg_int, print_json, set_threads
+from deepshrink.cli.finetune import add_finetune_args, finetune_plan
 from deepshrink.pipeline.quantize import quantize_job
 from deepshrink.quant import INITS, METHODS, QuantConfig
-from deepshrink.train import TrainConfig
 
 
 def register(sub) -> None:
@@ -30,19 +27,8 @@ def register(sub) -> None:
                    help="layer names (fnmatch globs) to keep float, besides the first and last layer")
     p.add_argument("--quantize-first-last", action="store_true",
                    help="quantize the first convolution and the classifier too")
-    add_data_args(p, required=False)
     p.add_argument("--out", required=True, metavar="MODEL_FILE", help="where to write the quantized model")
-    p.add_argument("--run-dir", metavar="DIR", help="checkpoints and metrics of the fine-tuning (resumable)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted fine-tuning in --run-dir")
-    p.add_argument("--lr", type=positive_float, default=0.01)
-    p.add_argument("--batch-size", type=positive_int, default=128)
-    p.add_argument("--momentum", type=unit_interval, default=0.9)
-    p.add_argument("--weight-decay", type=nonneg_float, default=5e-4)
-    p.add_argument("--seed", type=nonneg_int, default=0)
-    p.add_argument("--limit-train", type=positive_int, metavar="N", help="use only the first N training images")
-    p.add_argument("--limit-test", type=positive_int, metavar="N", help="use only the first N test images")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=positive_int)
+    add_finetune_args(p)
     p.add_argument("--json", action="store_true", help="print the history record as JSON")
     p.set_defaults(run=run)
 
@@ -51,17 +37,9 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     config = QuantConfig(args.method, args.bits, args.symmetric, args.per_channel, args.init,
                          tuple(args.exclude), not args.quantize_first_last, args.seed)
-    train_config = TrainConfig(epochs=args.finetune_epochs, batch_size=args.batch_size, lr=args.lr,
-                               momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
-                               device=args.device)
-    if args.resume and args.run_dir is None:
-        raise UserError("--resume needs --run-dir")
-    if args.finetune_epochs and args.data is None:
-        raise UserError("fine-tuning (--finetune-epochs > 0) needs --data")
-    train_set = load_split(args.data, "train", args.data_dir, args.limit_train) if args.finetune_epochs else None
-    test_set = load_split(args.data, "test", args.data_dir, args.limit_test) if args.data else None
+    train_config, train_set, test_set, hooks = finetune_plan(args, args.finetune_epochs, "--finetune-epochs")
     result = quantize_job(args.model_file, args.out, config, train_config, train_set=train_set,
-                          test_set=test_set, run_dir=args.run_dir, resume=args.resume)
+                          test_set=test_set, run_dir=args.run_dir, resume=args.resume, hooks=hooks)
     if args.json:
         print_json(result.record)
         return 0

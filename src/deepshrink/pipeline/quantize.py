@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -15,7 +15,7 @@ from deepshrink.models import load_model, save_model
 from deepshrink.pipeline.datasets import check_fits
 from deepshrink.pipeline.evaluate import accuracy_on
 from deepshrink.quant import QuantConfig, quantize_, quantizers_of
-from deepshrink.train import Trainer, TrainConfig
+from deepshrink.train import Trainer, TrainConfig, TrainHook
 
 
 @dataclass(frozen=True)
@@ -28,12 +28,13 @@ class QuantizeResult:
 def quantize_job(model_file: str | os.PathLike, out: str | os.PathLike, config: QuantConfig,
                  train_config: TrainConfig, *, train_set: ImageDataset | None = None,
                  test_set: ImageDataset | None = None, run_dir: str | os.PathLike | None = None,
-                 resume: bool = False) -> QuantizeResult:
+                 resume: bool = False, hooks: Sequence[TrainHook] = ()) -> QuantizeResult:
     """Quantize ``model_file``'s weights as ``config`` says and write the model to ``out``.
 
     With ``train_config.epochs == 0`` this is post-training quantization (no data needed);
     otherwise the quantized model is fine-tuned for that many epochs on ``train_set``
-    (checkpoints in ``run_dir`` if given). The quantizers are kept in the output.
+    (checkpoints in ``run_dir`` if given; extra ``hooks``, e.g. distillation, take part). The
+    quantizers are kept in the output.
     """
     if train_config.epochs and train_set is None:
         raise UserError("fine-tuning (--finetune-epochs > 0) needs training data: give --data")
@@ -48,7 +49,7 @@ def quantize_job(model_file: str | os.PathLike, out: str | os.PathLike, config: 
         raise UserError(f"{model_file}: no Conv2d/Linear layer left to quantize after the exclusions")
     test_top1 = None
     if train_config.epochs:
-        trainer = Trainer(model, train_set, test_set, train_config, out_dir=run_dir, info=info)
+        trainer = Trainer(model, train_set, test_set, train_config, out_dir=run_dir, info=info, hooks=hooks)
         final = trainer.fit(resume=resume).final
         model, info = trainer.model, trainer.info
         test_top1 = final.top1 if final is not None else None
