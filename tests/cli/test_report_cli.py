@@ -66,3 +66,13 @@ def test_report_shows_quantized_bits_costs_and_dsz(pruned_file, tmp_path, capsys
     assert encoded["ratio"] == pytest.approx(encoded["float32_bytes"] / dsz.stat().st_size)
     assert main(["report", str(dsz)]) == 0
     assert "x smaller" in capsys.readouterr().out
+
+
+def test_report_filters_names_a_filter_per_first_layer_kernel(pruned_file, capsys):
+    capsys.readouterr()
+    assert main(["report", pruned_file, "--filters", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["filters"]) == 16  # digits-cnn's first conv has 16 kernels
+    assert all(-1 <= m["similarity"] <= 1 and m["filter"] in m["scores"] for m in report["filters"])
+    assert main(["report", pruned_file, "--filters"]) == 0
+    assert "closest image filter" in capsys.readouterr().out

@@ -12,12 +12,14 @@ def register(sub) -> None:
     p = sub.add_parser("report", help="per-layer report of a model file or .dsz file", description=__doc__)
     p.add_argument("model_file", metavar="MODEL_FILE", help="a model file, or a .dsz file from `deepshrink encode`")
     p.add_argument("--costs", action="store_true", help="add MACs, parameters and memory traffic per layer")
+    p.add_argument("--filters", action="store_true",
+                   help="add which image filter (Sobel, Laplacian, average) each first-layer kernel resembles")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    report = build_report(args.model_file, costs=args.costs)
+    report = build_report(args.model_file, costs=args.costs, filters=args.filters)
     if args.json:
         report.pop("costs_text", None)
         print_json(report)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from deepshrink.analysis.costs import format_costs, model_costs
+from deepshrink.analysis.filters import match_first_layer
 from deepshrink.analysis.sparsity import sparsity_summary
 from deepshrink.models import load_model
 
@@ -34,8 +35,9 @@ def is_dsz(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() == ".dsz"
 
 
-def build_report(path: str | os.PathLike, *, costs: bool = False) -> dict[str, Any]:
-    """The report of ``path`` as plain data (``kind`` is ``model`` or ``dsz``)."""
+def build_report(path: str | os.PathLike, *, costs: bool = False, filters: bool = False) -> dict[str, Any]:
+    """The report of ``path`` as plain data (``kind`` is ``model`` or ``dsz``). ``costs`` adds the
+    cost analysis, ``filters`` which image filter each first-layer kernel resembles most."""
     if is_dsz(path):
         from deepshrink.codec.dsz import read_dsz
         from deepshrink.codec.report import codec_report
@@ -60,6 +62,8 @@ def build_report(path: str | os.PathLike, *, costs: bool = False) -> dict[str, A
     if costs:
         report["costs"] = cost.to_dict()
         report["costs_text"] = format_costs(cost)
+    if filters:
+        report["filters"] = [dataclasses.asdict(match) for match in match_first_layer(model)]
     return report
 
 
@@ -86,6 +90,9 @@ def format_report(report: dict[str, Any]) -> str:
             "bytes: dense storage at those bits (`deepshrink encode` gives the real compressed size)"]
     if "costs_text" in report:
         text += ["", report["costs_text"]]
+    if "filters" in report:
+        text += ["", "first-layer kernels: the closest image filter (cosine similarity)"]
+        text += [f"  channel {m['channel']:3d}: {m['filter']:<14} {m['similarity']:+.2f}" for m in report["filters"]]
     return "\n".join(text)
 
 
