@@ -46,3 +46,29 @@ def test_batch_must_split_over_ranks(tmp_path):
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=240)
     assert proc.returncode != 0
     assert "does not split evenly over 2 processes" in proc.stderr
+
+
+PRUNE = ["--sparsity", "0.6", "--schedule", "linear", "--epochs", "2", "--prune-epochs", "2", "--data", "digits",
+         "--batch-size", "64", "--lr", "0.05", "--no-augment", "--limit-train", "1280", "--limit-test", "200",
+         "--threads", "1"]
+
+
+def test_ddp_pruning_fine_tune_has_the_same_masks_and_weights(tmp_path):
+    dense = tmp_path / "dense"
+    _run([sys.executable, "-m", "deepshrink", *TRAIN, "--epochs", "1", "--out", str(dense)])
+    model_file = str(dense / "model.safetensors")
+    _run([sys.executable, "-m", "deepshrink", "prune", model_file, *PRUNE, "--out", str(tmp_path / "single.safetensors")])
+    proc = _run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                 "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+                 "-m", "deepshrink", "prune", model_file, *PRUNE, "--out", str(tmp_path / "ddp.safetensors")])
+    assert proc.stdout.count("model written to") == 1
+    from deepshrink.prune import masks_of
+
+    single, _ = load_model(tmp_path / "single.safetensors")
+    ddp, _ = load_model(tmp_path / "ddp.safetensors")
+    single_masks, ddp_masks = masks_of(single), masks_of(ddp)
+    assert single_masks.keys() == ddp_masks.keys() and single_masks
+    for name in single_masks:
+        assert torch.equal(single_masks[name], ddp_masks[name]), name
+    for (name, a), (_, b) in zip(single.state_dict().items(), ddp.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)

@@ -22,6 +22,7 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--momentum", type=unit_interval, default=0.9)
     p.add_argument("--weight-decay", type=nonneg_float, default=5e-4)
     p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--no-augment", action="store_true", help="turn off the dataset's augmentation")
     p.add_argument("--limit-train", type=positive_int, metavar="N", help="use only the first N training images")
     p.add_argument("--limit-test", type=positive_int, metavar="N", help="use only the first N test images")
     add_distill_args(p)
@@ -42,7 +43,8 @@ def finetune_plan(args: argparse.Namespace, epochs: int, epochs_flag: str
     if args.teacher and not epochs:
         raise UserError(f"--teacher distils during fine-tuning: give {epochs_flag} > 0")
     config = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                         weight_decay=args.weight_decay, seed=args.seed, device=args.device)
+                         weight_decay=args.weight_decay, seed=args.seed, device=args.device,
+                         augment=not args.no_augment)
     train_set = load_split(args.data, "train", args.data_dir, args.limit_train) if epochs else None
     test_set = load_split(args.data, "test", args.data_dir, args.limit_test) if args.data else None
     hooks = distill_hooks(args, train_set) if train_set is not None else []

@@ -7,6 +7,7 @@ import argparse
 
 from deepshrink.cli.args import nonneg_float, nonneg_int, positive_int, set_threads, unit_interval
 from deepshrink.cli.finetune import add_finetune_args, finetune_plan
+from deepshrink.train.distributed import current
 from deepshrink.errors import UserError
 from deepshrink.pipeline.prune import PruneSettings, prune_job
 from deepshrink.pipeline.structured_prune import StructuredPruneResult, structured_prune_job
@@ -87,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
             run_dir=args.run_dir, resume=args.resume, hooks=hooks))
     result = prune_job(args.model_file, args.out, settings, config, train_set=train_set, test_set=test_set,
                        run_dir=args.run_dir, resume=args.resume, hooks=hooks)
+    if not current().is_main:
+        return 0
     width = max(len(name) for name in result.layer_sparsity)
     for name, sparsity in result.layer_sparsity.items():
         print(f"{name:<{width}}  {100 * sparsity:6.2f}% pruned")
@@ -97,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_structured(args: argparse.Namespace, result: StructuredPruneResult) -> int:
+    if not current().is_main:
+        return 0
     record = result.record
     for group, (before, after) in record["channels"].items():
         print(f"{group:<24} {before:4d} -> {after:4d} channels")

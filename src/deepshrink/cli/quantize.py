@@ -7,6 +7,7 @@ import argparse
 
 from deepshrink.cli.args import nonneg_int, print_json, set_threads
 from deepshrink.cli.finetune import add_finetune_args, finetune_plan
+from deepshrink.train.distributed import current
 from deepshrink.pipeline.quantize import quantize_job
 from deepshrink.quant import INITS, METHODS, QuantConfig
 
@@ -40,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     train_config, train_set, test_set, hooks = finetune_plan(args, args.finetune_epochs, "--finetune-epochs")
     result = quantize_job(args.model_file, args.out, config, train_config, train_set=train_set,
                           test_set=test_set, run_dir=args.run_dir, resume=args.resume, hooks=hooks)
+    if not current().is_main:
+        return 0
     if args.json:
         print_json(result.record)
         return 0

@@ -17,6 +17,7 @@ from deepshrink.prune import attach_full_masks, mask_method, masks_of, prunable_
 from deepshrink.prune.criteria import CRITERIA, SCOPES
 from deepshrink.prune.schedules import SCHEDULES, PruneSchedule, schedule_amounts
 from deepshrink.train import Trainer, TrainConfig, TrainHook
+from deepshrink.train.distributed import current, init_from_env
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ def prune_job(model_file: str | os.PathLike, out: str | os.PathLike, settings: P
     settings.check(config.epochs)
     if config.epochs and train_set is None:
         raise UserError("fine-tuning (epochs > 0) needs training data: give --data")
+    init_from_env(config.device)  # joins the process group under torchrun
     model, info = load_model(model_file)
     for dataset in (train_set, test_set):
         if dataset is not None:
@@ -118,5 +120,6 @@ def prune_job(model_file: str | os.PathLike, out: str | os.PathLike, settings: P
     if test_top1 is not None:
         record["test_top1"] = test_top1
     info.history.append(record)
-    save_model(out, model, info)
+    if current().is_main:  # under torchrun only rank 0 writes
+        save_model(out, model, info)
     return PruneResult(layers, record["sparsity"], test_top1, record)

@@ -16,6 +16,7 @@ from deepshrink.pipeline.datasets import check_fits
 from deepshrink.pipeline.evaluate import accuracy_on
 from deepshrink.quant import QuantConfig, quantize_, quantizers_of
 from deepshrink.train import Trainer, TrainConfig, TrainHook
+from deepshrink.train.distributed import current, init_from_env
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ def quantize_job(model_file: str | os.PathLike, out: str | os.PathLike, config: 
     """
     if train_config.epochs and train_set is None:
         raise UserError("fine-tuning (--finetune-epochs > 0) needs training data: give --data")
+    init_from_env(train_config.device)  # joins the process group under torchrun
     model, info = load_model(model_file)
     for dataset in (train_set, test_set):
         if dataset is not None:
@@ -59,5 +61,6 @@ def quantize_job(model_file: str | os.PathLike, out: str | os.PathLike, config: 
     if test_top1 is not None:
         record["test_top1"] = test_top1
     info.history.append(record)
-    save_model(out, model.cpu(), info)
+    if current().is_main:  # under torchrun only rank 0 writes
+        save_model(out, model.cpu(), info)
     return QuantizeResult(layers, test_top1, record)

@@ -22,6 +22,7 @@ from deepshrink.pipeline.datasets import check_fits
 from deepshrink.pipeline.evaluate import accuracy_on
 from deepshrink.prune.structured import StructuredSettings, prune_channels, pruned_spec
 from deepshrink.train import Trainer, TrainConfig, TrainHook
+from deepshrink.train.distributed import current, init_from_env
 
 __all__ = ["StructuredPruneResult", "structured_prune_job"]
 
@@ -44,6 +45,7 @@ def structured_prune_job(model_file: str | os.PathLike, out: str | os.PathLike, 
     the fine-tuning of an interrupted run); extra ``hooks`` (e.g. distillation) take part in it.
     """
     settings.check()
+    init_from_env(config.device)  # joins the process group under torchrun
     model, info = load_model(model_file)
     for dataset in (train_set, test_set):
         if dataset is not None:
@@ -68,5 +70,6 @@ def structured_prune_job(model_file: str | os.PathLike, out: str | os.PathLike, 
         record["test_top1_before"] = top1_before
     if top1 is not None:
         record["test_top1"] = top1
-    save_model(out, model.cpu(), info)
+    if current().is_main:  # under torchrun only rank 0 writes
+        save_model(out, model.cpu(), info)
     return StructuredPruneResult(top1_before, top1, record)

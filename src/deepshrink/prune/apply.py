@@ -9,6 +9,7 @@ from torch import nn
 
 from deepshrink.prune.criteria import MaskMethod
 from deepshrink.prune.mask import attach_masks, underlying_weight, weight_mask
+from deepshrink.train.distributed import broadcast_from_main
 
 
 def attach_full_masks(model: nn.Module, names: Iterable[str]) -> None:
@@ -30,6 +31,6 @@ def prune_layers(model: nn.Module, names: Iterable[str], method: MaskMethod, amo
     modules = {name: model.get_submodule(name) for name in names}
     weights = {name: (underlying_weight(m) if from_underlying else m.weight).detach()
                for name, m in modules.items()}
-    masks = method(weights, amount)
+    masks = broadcast_from_main(method(weights, amount))  # identical on every rank under DDP
     attach_masks(model, masks, zero_pruned=zero_pruned)
     return {name: 1.0 - float(mask.sum()) / mask.numel() for name, mask in masks.items()}

@@ -69,6 +69,19 @@ def all_ranks_true(flag: bool, device: torch.device) -> bool:
     return bool(value.item() > 0)
 
 
+def broadcast_from_main(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rank 0's version of every tensor, on every rank (so decisions such as pruning masks
+    are identical everywhere even if float rounding differed between ranks)."""
+    if not current().active:
+        return tensors
+    shared = {}
+    for name, tensor in tensors.items():
+        wire = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor.clone()
+        dist.broadcast(wire, src=0)
+        shared[name] = wire.to(tensor.dtype)
+    return shared
+
+
 def barrier() -> None:
     if current().active:
         dist.barrier()
