@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from deepshrink.models.attach import effective_tensors
 from deepshrink.models.layers.adder import AdderConv2d
 from deepshrink.models.zoo.vit import MultiHeadSelfAttention
 
@@ -197,14 +198,6 @@ def _rule_for(module: nn.Module) -> tuple[bool, Rule | None]:
     return False, None
 
 
-def _own_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The module's own parameters by name, read through any parametrizations (effective values)."""
-    names = [name for name, p in module._parameters.items() if p is not None]
-    if parametrize.is_parametrized(module):
-        names += list(module.parametrizations)
-    return {name: getattr(module, name).detach() for name in names}
-
-
 def _tensor_bits(module: nn.Module, name: str, tensor: torch.Tensor) -> int:
     """Storage bits of ``module.name``: quantized indices plus codebook, or the dtype width."""
     if parametrize.is_parametrized(module, name):
@@ -221,7 +214,7 @@ def _tensor_bits(module: nn.Module, name: str, tensor: torch.Tensor) -> int:
 
 def _storage(module: nn.Module) -> tuple[int, int]:
     """(elements, bits) of the module's own tensors."""
-    tensors = _own_tensors(module)
+    tensors = effective_tensors(module)
     return (sum(t.numel() for t in tensors.values()),
             sum(_tensor_bits(module, name, t) for name, t in tensors.items()))
 

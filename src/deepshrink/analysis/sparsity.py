@@ -8,6 +8,8 @@ from typing import Any
 from torch import nn
 from torch.nn.utils import parametrize
 
+from deepshrink.models.attach import effective_tensors
+
 
 @dataclass(frozen=True)
 class LayerSparsity:
@@ -27,13 +29,6 @@ class LayerSparsity:
         return {**asdict(self), "sparsity": self.sparsity}
 
 
-def _own_tensors(module: nn.Module) -> list:
-    names = [n for n, p in module._parameters.items() if p is not None]
-    if parametrize.is_parametrized(module):
-        names += list(module.parametrizations.keys())
-    return [getattr(module, n) for n in names]
-
-
 def _type_name(module: nn.Module) -> str:
     """The module's class name (that of the original class for a parametrized module)."""
     cls = type(module).__bases__[0] if parametrize.is_parametrized(module) else type(module)
@@ -46,7 +41,7 @@ def layer_sparsity(model: nn.Module) -> list[LayerSparsity]:
     for name, module in model.named_modules():
         if "parametrizations" in name.split("."):
             continue
-        tensors = _own_tensors(module)
+        tensors = list(effective_tensors(module).values())
         if tensors:
             rows.append(LayerSparsity(name or "(model)", _type_name(module),
                                       sum(t.numel() for t in tensors),

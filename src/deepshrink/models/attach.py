@@ -20,6 +20,7 @@ import copy
 import importlib
 from typing import Any, Callable
 
+import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -85,6 +86,15 @@ def restore_parametrizations(model: nn.Module, records: list[dict[str, Any]]) ->
                             "which its architecture does not have") from None
         param = parametrization_class(kind).from_spec(tensor.detach(), args)
         parametrize.register_parametrization(module, tensor_name, param, unsafe=True)
+
+
+def effective_tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The module's own parameters by name, read through any parametrizations (the values the
+    forward pass uses: masked, quantized), detached."""
+    names = [name for name, p in module._parameters.items() if p is not None]
+    if parametrize.is_parametrized(module):
+        names += list(module.parametrizations)
+    return {name: getattr(module, name).detach() for name in names}
 
 
 def copy_model(model: nn.Module) -> nn.Module:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 
+from torch import nn
+
 from deepshrink.data import ImageDataset, load_dataset
 from deepshrink.errors import UserError
-from deepshrink.models.file import ModelInfo
+from deepshrink.models.file import ModelInfo, load_model
 
 
 def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
@@ -29,3 +31,19 @@ def check_fits(info: ModelInfo, dataset: ImageDataset) -> None:
     classes = info.arch.kwargs.get("num_classes")
     if classes is not None and classes != dataset.num_classes:
         raise UserError(f"the model has {classes} classes but {dataset.name} has {dataset.num_classes}")
+
+
+def open_for_finetune(model_file: str | os.PathLike, epochs: int, device: str,
+                      train_set: ImageDataset | None, test_set: ImageDataset | None) -> tuple[nn.Module, ModelInfo]:
+    """Load ``model_file`` for a compressing job that fine-tunes ``epochs`` epochs (0: none):
+    check the data is there and fits the model, and join the process group under torchrun."""
+    from deepshrink.train.distributed import init_from_env
+
+    if epochs and train_set is None:
+        raise UserError("fine-tuning (epochs > 0) needs training data: give --data")
+    init_from_env(device)
+    model, info = load_model(model_file)
+    for dataset in (train_set, test_set):
+        if dataset is not None:
+            check_fits(info, dataset)
+    return model, info

@@ -10,14 +10,14 @@ import torch
 
 from deepshrink.data import ImageDataset
 from deepshrink.errors import UserError
-from deepshrink.models import load_model, save_model
-from deepshrink.pipeline.datasets import check_fits
+from deepshrink.models import save_model
+from deepshrink.pipeline.datasets import open_for_finetune
 from deepshrink.pipeline.evaluate import accuracy_on
 from deepshrink.prune import attach_full_masks, mask_method, masks_of, prunable_layers, prune_layers
 from deepshrink.prune.criteria import CRITERIA, SCOPES
 from deepshrink.prune.schedules import SCHEDULES, PruneSchedule, schedule_amounts
 from deepshrink.train import Trainer, TrainConfig, TrainHook
-from deepshrink.train.distributed import current, init_from_env
+from deepshrink.train.distributed import current
 
 
 @dataclass(frozen=True)
@@ -90,13 +90,7 @@ def prune_job(model_file: str | os.PathLike, out: str | os.PathLike, settings: P
     taking part. The masks are kept in the output.
     """
     settings.check(config.epochs)
-    if config.epochs and train_set is None:
-        raise UserError("fine-tuning (epochs > 0) needs training data: give --data")
-    init_from_env(config.device)  # joins the process group under torchrun
-    model, info = load_model(model_file)
-    for dataset in (train_set, test_set):
-        if dataset is not None:
-            check_fits(info, dataset)
+    model, info = open_for_finetune(model_file, config.epochs, config.device, train_set, test_set)
     names = list(prunable_layers(model, settings.exclude, exclude_first_last=settings.exclude_first_last))
     if not names:
         raise UserError(f"{model_file}: no Conv2d/Linear layer left to prune after the exclusions")

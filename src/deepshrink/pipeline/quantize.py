@@ -11,12 +11,12 @@ import torch
 
 from deepshrink.data import ImageDataset
 from deepshrink.errors import UserError
-from deepshrink.models import load_model, save_model
-from deepshrink.pipeline.datasets import check_fits
+from deepshrink.models import save_model
+from deepshrink.pipeline.datasets import open_for_finetune
 from deepshrink.pipeline.evaluate import accuracy_on
 from deepshrink.quant import QuantConfig, quantize_, quantizers_of
 from deepshrink.train import Trainer, TrainConfig, TrainHook
-from deepshrink.train.distributed import current, init_from_env
+from deepshrink.train.distributed import current
 
 
 @dataclass(frozen=True)
@@ -37,13 +37,7 @@ def quantize_job(model_file: str | os.PathLike, out: str | os.PathLike, config: 
     (checkpoints in ``run_dir`` if given; extra ``hooks``, e.g. distillation, take part). The
     quantizers are kept in the output.
     """
-    if train_config.epochs and train_set is None:
-        raise UserError("fine-tuning (--finetune-epochs > 0) needs training data: give --data")
-    init_from_env(train_config.device)  # joins the process group under torchrun
-    model, info = load_model(model_file)
-    for dataset in (train_set, test_set):
-        if dataset is not None:
-            check_fits(info, dataset)
+    model, info = open_for_finetune(model_file, train_config.epochs, train_config.device, train_set, test_set)
     torch.manual_seed(train_config.seed)
     quantize_(model, config)
     layers = list(quantizers_of(model))

@@ -16,13 +16,12 @@ from typing import Any, Sequence
 import torch
 
 from deepshrink.data import ImageDataset
-from deepshrink.errors import UserError
-from deepshrink.models import ModelInfo, load_model, save_model
-from deepshrink.pipeline.datasets import check_fits
+from deepshrink.models import ModelInfo, save_model
+from deepshrink.pipeline.datasets import open_for_finetune
 from deepshrink.pipeline.evaluate import accuracy_on
 from deepshrink.prune.structured import StructuredSettings, prune_channels, pruned_spec
 from deepshrink.train import Trainer, TrainConfig, TrainHook
-from deepshrink.train.distributed import current, init_from_env
+from deepshrink.train.distributed import current
 
 __all__ = ["StructuredPruneResult", "structured_prune_job"]
 
@@ -45,13 +44,7 @@ def structured_prune_job(model_file: str | os.PathLike, out: str | os.PathLike, 
     the fine-tuning of an interrupted run); extra ``hooks`` (e.g. distillation) take part in it.
     """
     settings.check()
-    init_from_env(config.device)  # joins the process group under torchrun
-    model, info = load_model(model_file)
-    for dataset in (train_set, test_set):
-        if dataset is not None:
-            check_fits(info, dataset)
-    if config.epochs > 0 and train_set is None:
-        raise UserError("fine-tuning (epochs > 0) needs training data: give --data")
+    model, info = open_for_finetune(model_file, config.epochs, config.device, train_set, test_set)
     top1_before = accuracy_on(model, info, test_set, config.device, config.eval_batch_size) if test_set else None
     model.cpu()
     result = prune_channels(model, tuple(info.input.shape), settings)
