@@ -40,6 +40,7 @@ def _cases(f):
         (["eval", str(f / "ten_classes.safetensors"), "--data", "synthetic"], "10 classes"),
         (["eval", model, "--data", "synthetic", "--batch-size", "-3"], "out of range"),
         (["bench", model, "--threads", "0"], "out of range"),
+        (["bench", str(f / "model.onnx"), "--optimize"], "--optimize applies to model files"),
         (["bench", str(f / "garbage.safetensors")], "not a model file"),
         (["report", str(f / "missing.safetensors")], "not found"),
         # prune

@@ -49,6 +49,12 @@ def test_bench_json(trained, capsys):
     assert result["images_per_s"] == pytest.approx(4 / (result["latency_ms"] / 1e3))
 
 
+def test_bench_optimize_times_the_folded_model(trained, capsys):
+    code, out, _ = _run(capsys, "bench", str(trained / "model.safetensors"), "--batch", "2", "--repeats", "2",
+                        "--warmup", "0", "--threads", "1", "--optimize", "--json")
+    assert code == 0 and json.loads(out)["engine"] == "torch-optimized"
+
+
 def test_resume_of_finished_run_is_a_no_op(trained, capsys):
     code, out, _ = _run(capsys, "train", "--model", "digits-cnn", "--data", "synthetic", "--epochs", "2",
                         "--batch-size", "32", "--lr", "0.05", "--out", str(trained), "--resume")

@@ -15,13 +15,15 @@ def register(sub) -> None:
     p.add_argument("--threads", type=positive_int, help="torch intra-op threads (default: torch's)")
     p.add_argument("--warmup", type=nonneg_int, default=5)
     p.add_argument("--repeats", type=positive_int, default=30)
+    p.add_argument("--optimize", action="store_true",
+                   help="time the model with BatchNorm folded into the convolutions and channels-last weights")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     result = bench_model_file(args.model_file, batch=args.batch, threads=args.threads,
-                              warmup=args.warmup, repeats=args.repeats)
+                              warmup=args.warmup, repeats=args.repeats, optimize=args.optimize)
     if args.json:
         print_json(result)
     else:

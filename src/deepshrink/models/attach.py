@@ -112,3 +112,14 @@ def copy_model(model: nn.Module) -> nn.Module:
             namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
             module.__class__ = type(cls.__name__, cls.__bases__, namespace)
     return clone
+
+
+def baked_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` in eval mode whose parametrizations (masks, quantizers) are
+    replaced by the plain tensors they produce."""
+    clone = copy_model(model).cpu().eval()
+    for module in clone.modules():
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations.keys()):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    return clone.to(memory_format=torch.contiguous_format)

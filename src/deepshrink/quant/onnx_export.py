@@ -17,25 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
 from deepshrink.errors import UserError
 from deepshrink.files import atomic_path
-from deepshrink.models.attach import copy_model
+from deepshrink.models.attach import baked_copy
 from deepshrink.models.file import METADATA_KEY, ModelInfo
 
 OPSET = 17
-
-
-def baked_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` in eval mode whose parametrizations (masks, quantizers) are
-    replaced by the plain tensors they produce."""
-    clone = copy_model(model).cpu().eval()
-    for module in clone.modules():
-        if parametrize.is_parametrized(module):
-            for name in list(module.parametrizations.keys()):
-                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
-    return clone.to(memory_format=torch.contiguous_format)
 
 
 def export_onnx(model: nn.Module, info: ModelInfo, path: str | os.PathLike) -> Path:
