@@ -48,6 +48,12 @@ def test_kmeans_with_fine_tuning_json(model_file, tmp_path, capsys):
     (["--bits", "x"], "not an integer"),
     (["--bits", "4", "--finetune-epochs", "2"], "needs --data"),
     (["--bits", "4", "--exclude", "nope*"], "matches no"),
+    (["--bits", "8", "--activation-bits", "9", "--data", "synthetic"], "2..8 or 16"),
+    (["--bits", "8", "--activation-bits", "8"], "give --data"),
+    (["--bits", "8", "--activation-bits", "8", "--observer", "fixed", "--data", "synthetic"], "invalid choice"),
+    (["--bits", "8", "--observer", "ema"], "apply to --activation-bits"),
+    (["--bits", "8", "--activation-bits", "8", "--calibration-images", "0", "--data", "synthetic"],
+     "out of range"),
 ])
 def test_mistakes_exit_2_with_one_line(model_file, tmp_path, capsys, extra, needle):
     argv = ["quantize", str(model_file), "--method", "linear", "--out", str(tmp_path / "q.safetensors"), *extra]
@@ -65,3 +71,20 @@ def test_kmeans_16_bits_and_missing_file(tmp_path, model_file, capsys):
     assert main(["quantize", str(tmp_path / "none"), "--method", "kmeans", "--bits", "4", "--out", str(tmp_path / "q")]) == 2
     err = capsys.readouterr().err
     assert "2..8" in err and "model file not found" in err
+
+
+def test_activation_bits_with_calibration(model_file, tmp_path, capsys):
+    from deepshrink.quant import activation_quantizers_of
+
+    out = tmp_path / "q.safetensors"
+    code = main(["quantize", str(model_file), "--method", "linear", "--bits", "8", "--activation-bits", "6",
+                 "--observer", "percentile", "--calibration-images", "40", "--data", "synthetic",
+                 "--limit-test", "50", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 0 and "6-bit activations (percentile ranges from 40 training images)" in printed
+    model, info = load_model(out)
+    quantizers = activation_quantizers_of(model)
+    assert list(quantizers) == ["conv2.input_quantizer", "conv3.input_quantizer"]
+    assert all(q.bits == 6 and q.frozen and q.observer.name == "percentile" for q in quantizers.values())
+    record = info.history[-1]
+    assert record["activation_bits"] == 6 and record["calibration_images"] == 40

@@ -69,3 +69,19 @@ def test_values_out_of_float16_range_are_a_user_error(compressed):
         model.conv1.weight[0, 0, 0, 0] = 1e6
     with pytest.raises(UserError, match="conv1.weight: a value is out of float16 range"):
         encode_model(model, info, float_dtype="float16")
+
+
+def test_activation_quantizers_are_not_stored_and_the_record_says_so(compressed):
+    from deepshrink.models.attach import copy_model
+    from deepshrink.quant.activation import attach_activation_quantizers, calibrate_activations
+
+    model, info = compressed
+    model = copy_model(model)
+    attach_activation_quantizers(model, ["conv2", "conv3"], bits=8)
+    calibrate_activations(model, [torch.randn(8, 1, 8, 8)])
+    info = ModelInfo.from_dict(info.to_dict())
+    info.activation_quantizers = [{"module": "conv2", "role": "input", "args": {}}]  # as a saved file has it
+    decoded, back = decode_model(from_bytes(to_bytes(encode_model(model, info))))
+    assert back.activation_quantizers == []
+    assert back.history[-1]["dropped_activation_quantizers"] == 1
+    assert torch.equal(decoded.conv2.weight, model.conv2.weight)

@@ -83,3 +83,42 @@ def test_fine_tuning_with_the_trainer(method):
     moved = not torch.equal(model.conv2.parametrizations.weight.original, underlying)
     assert moved == (method == "linear")  # QAT trains the float weights; k-means only its centroids
     assert torch.unique(model.conv2.weight).numel() <= 8
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    ({"activation_bits": 1}, "2..8 or 16"),
+    ({"activation_bits": 8, "activation_observer": "fixed"}, "unknown activation observer"),
+])
+def test_bad_activation_settings_are_user_errors(kwargs, needle):
+    with pytest.raises(UserError, match=needle):
+        QuantConfig("linear", 8, **kwargs)
+
+
+def test_activation_bits_quantize_the_inputs_of_the_same_layers():
+    from deepshrink.quant import activation_quantizers_of, calibrate_activations
+
+    config = QuantConfig("kmeans", 4, activation_bits=6, activation_observer="ema")
+    model = quantize_(_model(), config)
+    quantizers = activation_quantizers_of(model)
+    assert list(quantizers) == ["conv2.input_quantizer", "conv3.input_quantizer"]
+    assert all(q.bits == 6 and q.observer.name == "ema" and not q.frozen for q in quantizers.values())
+    record = config.to_dict()
+    assert record["activation_bits"] == 6 and record["activation_observer"] == "ema"
+    weights_only = QuantConfig("linear", 4).to_dict()
+    assert weights_only["activation_bits"] is None and "activation_observer" not in weights_only
+    calibrate_activations(model, [torch.randn(4, 3, 16, 16)])
+    with pytest.raises(UserError, match="already quantized"):
+        quantize_(model, config)
+
+
+def test_qat_with_activation_quantizers():
+    from deepshrink.quant import activation_quantizers_of, calibrate_activations
+
+    train = load_dataset("synthetic", "train").subset(64)
+    model = quantize_(_model(), QuantConfig("linear", 4, activation_bits=4, activation_observer="ema"))
+    calibrate_activations(model, [torch.randn(8, 3, 16, 16) * 0.1])  # a range far from the data's
+    quantizer = activation_quantizers_of(model)["conv2.input_quantizer"]
+    calibrated = quantizer.scale.clone()
+    Trainer(model, train, None, TrainConfig(epochs=1, batch_size=32, lr=0.01, progress=False)).fit()
+    assert quantizer.frozen and int(quantizer.observer.batches) == 1 + 2  # calibration + 2 steps
+    assert not torch.equal(quantizer.scale, calibrated)  # the EMA followed the training activations

@@ -10,10 +10,11 @@ from deepshrink.data import ImageDataset
 from deepshrink.errors import UserError
 from deepshrink.pipeline.datasets import load_split
 from deepshrink.train import TrainConfig, TrainHook
+from deepshrink.train.config import PRECISIONS
 
 
 def add_finetune_args(p: argparse.ArgumentParser) -> None:
-    """Data, run folder, optimiser settings, distillation, device and threads."""
+    """Data, run folder, optimiser settings, distillation, device, precision and threads."""
     add_data_args(p, required=False)
     p.add_argument("--run-dir", metavar="DIR", help="checkpoints and metrics of the fine-tuning (resumable)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted fine-tuning in --run-dir")
@@ -27,6 +28,8 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit-test", type=positive_int, metavar="N", help="use only the first N test images")
     add_distill_args(p)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default=TrainConfig.precision,
+                   help="fine-tune under autocast to float16 (with dynamic loss scaling) or bfloat16")
     p.add_argument("--threads", type=positive_int)
 
 
@@ -44,7 +47,7 @@ def finetune_plan(args: argparse.Namespace, epochs: int, epochs_flag: str
         raise UserError(f"--teacher distils during fine-tuning: give {epochs_flag} > 0")
     config = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                          weight_decay=args.weight_decay, seed=args.seed, device=args.device,
-                         augment=not args.no_augment)
+                         augment=not args.no_augment, precision=args.precision)
     train_set = load_split(args.data, "train", args.data_dir, args.limit_train) if epochs else None
     test_set = load_split(args.data, "test", args.data_dir, args.limit_test) if args.data else None
     hooks = distill_hooks(args, train_set) if train_set is not None else []

@@ -1,15 +1,18 @@
 """``deepshrink quantize``: linear (fixed-point) or k-means quantization of a model file's
-weights, optionally fine-tuned (QAT / codebook fine-tuning)."""
+weights, optionally with fake-quantized activations (ranges calibrated on training images),
+optionally fine-tuned (QAT / codebook fine-tuning)."""
 
 from __future__ import annotations
 
 import argparse
 
-from deepshrink.cli.args import nonneg_int, print_json, set_threads
+from deepshrink.cli.args import nonneg_int, positive_int, print_json, set_threads
 from deepshrink.cli.finetune import add_finetune_args, finetune_plan
+from deepshrink.errors import UserError
+from deepshrink.pipeline.datasets import load_split
+from deepshrink.pipeline.quantize import CALIBRATION_IMAGES, quantize_job
+from deepshrink.quant import ACTIVATION_OBSERVERS, INITS, METHODS, QuantConfig
 from deepshrink.train.distributed import current
-from deepshrink.pipeline.quantize import quantize_job
-from deepshrink.quant import INITS, METHODS, QuantConfig
 
 
 def register(sub) -> None:
@@ -22,6 +25,13 @@ def register(sub) -> None:
     p.add_argument("--symmetric", action="store_true", help="linear: levels symmetric around zero")
     p.add_argument("--per-channel", action="store_true", help="linear: one scale per output channel")
     p.add_argument("--init", choices=INITS, default="linear", help="kmeans: centroid initialisation")
+    p.add_argument("--activation-bits", type=nonneg_int, metavar="A",
+                   help="also fake-quantize the inputs of the quantized layers (and ReLU6 outputs) "
+                        "to A bits, 2..8 or 16; needs --data for calibration")
+    p.add_argument("--observer", choices=ACTIVATION_OBSERVERS,
+                   help="activation range: running min/max (default), its moving average, or percentiles")
+    p.add_argument("--calibration-images", type=positive_int, metavar="N",
+                   help=f"training images that calibrate the activation ranges (default {CALIBRATION_IMAGES})")
     p.add_argument("--finetune-epochs", type=nonneg_int, default=0,
                    help="QAT / codebook fine-tuning epochs (0: quantize only, no data needed)")
     p.add_argument("--exclude", nargs="+", default=[], metavar="GLOB",
@@ -36,17 +46,28 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
+    if args.activation_bits is None and (args.observer is not None or args.calibration_images is not None):
+        raise UserError("--observer and --calibration-images apply to --activation-bits")
+    if args.activation_bits is not None and args.data is None:
+        raise UserError("--activation-bits calibrates on training images: give --data")
     config = QuantConfig(args.method, args.bits, args.symmetric, args.per_channel, args.init,
-                         tuple(args.exclude), not args.quantize_first_last, args.seed)
+                         tuple(args.exclude), not args.quantize_first_last, args.seed,
+                         args.activation_bits, args.observer or "minmax")
     train_config, train_set, test_set, hooks = finetune_plan(args, args.finetune_epochs, "--finetune-epochs")
+    if config.activation_bits is not None and train_set is None:
+        train_set = load_split(args.data, "train", args.data_dir, args.limit_train)
     result = quantize_job(args.model_file, args.out, config, train_config, train_set=train_set,
-                          test_set=test_set, run_dir=args.run_dir, resume=args.resume, hooks=hooks)
+                          test_set=test_set, run_dir=args.run_dir, resume=args.resume, hooks=hooks,
+                          calibration_images=args.calibration_images or CALIBRATION_IMAGES)
     if not current().is_main:
         return 0
     if args.json:
         print_json(result.record)
         return 0
     print(f"{args.method} {args.bits}-bit weights in {len(result.layers)} layers: {', '.join(result.layers)}")
+    if config.activation_bits is not None:
+        print(f"{config.activation_bits}-bit activations ({config.activation_observer} ranges "
+              f"from {result.record['calibration_images']} training images)")
     if result.test_top1 is not None:
         print(f"test top-1 {100 * result.test_top1:.2f}%")
     print(f"model written to {args.out}")

@@ -10,6 +10,7 @@ from deepshrink.models import model_names
 from deepshrink.pipeline.datasets import load_split
 from deepshrink.pipeline.train import train_job
 from deepshrink.train import TrainConfig
+from deepshrink.train.config import PRECISIONS
 from deepshrink.train.optim import OPTIMIZERS
 from deepshrink.train.schedule import SCHEDULES
 
@@ -43,6 +44,9 @@ def register(sub) -> None:
     p.add_argument("--limit-test", type=positive_int, metavar="N", help="use only the first N test images")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=positive_int, help="CPU threads for torch")
+    p.add_argument("--precision", choices=PRECISIONS, default=TrainConfig.precision,
+                   help="forward pass under autocast to float16 (with dynamic loss scaling) or "
+                        "bfloat16; weights stay float32")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     add_distill_args(p)
     p.set_defaults(run=run)
@@ -57,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
         schedule=args.schedule, warmup_epochs=args.warmup_epochs, milestones=tuple(args.milestones),
         gamma=args.gamma, label_smoothing=args.label_smoothing, augment=not args.no_augment,
-        seed=args.seed, eval_every=args.eval_every, device=args.device)
+        seed=args.seed, eval_every=args.eval_every, device=args.device, precision=args.precision)
     trainer, result = train_job(train_set, test_set, config, model_name=args.model,
                                 model_options=dict(args.model_opt), init_from=args.init,
                                 out_dir=args.out, resume=args.resume, hooks=distill_hooks(args, train_set))

@@ -58,7 +58,11 @@ def encode_model(model: nn.Module, info: ModelInfo, *, float_dtype: str = "float
                 other.append(_raw_bytes(key, tensor, float_dtype))
     stored = ModelInfo.from_dict(info.to_dict())
     stored.parametrizations = []
-    stored.history.append({"stage": "encode", "format": "dsz", "float_dtype": float_dtype})
+    record = {"stage": "encode", "format": "dsz", "float_dtype": float_dtype}
+    if stored.activation_quantizers:  # the .dsz holds weights only: the decoded model is plain
+        record["dropped_activation_quantizers"] = len(stored.activation_quantizers)
+        stored.activation_quantizers = []
+    stored.history.append(record)
     return EncodedModel(stored, float_dtype, layers, b"".join(other))
 
 

@@ -9,10 +9,12 @@ Metadata key ``deepshrink`` holds::
      "arch": {"name": "resnet20", "kwargs": {...}},
      "input": {"shape": [C, H, W], "mean": [...], "std": [...]},
      "classes": [...], "dataset": "cifar10", "history": [{"stage": "train", ...}, ...],
-     "parametrizations": [{"module": "layer1.0.conv1", "tensor": "weight", "kind": "mask", "args": {}}]}
+     "parametrizations": [{"module": "layer1.0.conv1", "tensor": "weight", "kind": "mask", "args": {}}],
+     "activation_quantizers": [{"module": "layer1.0.conv1", "role": "input", "args": {...}}]}
 
-Parametrizations (pruning masks, quantizers; see :mod:`deepshrink.models.attach`) are
-recorded on save and re-attached on load, before the tensors are loaded.
+Parametrizations (pruning masks, quantizers; see :mod:`deepshrink.models.attach`) and
+activation quantizers (:mod:`deepshrink.quant.activation`; absent in older files) are recorded
+on save and re-attached on load, before the tensors are loaded.
 """
 
 from __future__ import annotations
@@ -68,9 +70,10 @@ class ModelInfo:
     dataset: str | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     parametrizations: list[dict[str, Any]] = field(default_factory=list)  # filled by save_model
+    activation_quantizers: list[dict[str, Any]] = field(default_factory=list)  # filled by save_model
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "format": FORMAT,
             "version": VERSION,
             "arch": self.arch.to_dict(),
@@ -80,6 +83,9 @@ class ModelInfo:
             "history": self.history,
             "parametrizations": self.parametrizations,
         }
+        if self.activation_quantizers:
+            data["activation_quantizers"] = self.activation_quantizers
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelInfo":
@@ -90,6 +96,7 @@ class ModelInfo:
             dataset=data.get("dataset"),
             history=list(data.get("history") or []),
             parametrizations=list(data.get("parametrizations") or []),
+            activation_quantizers=list(data.get("activation_quantizers") or []),
         )
 
 
@@ -97,11 +104,14 @@ def save_model(path: str | os.PathLike, model: nn.Module, info: ModelInfo,
                dtype: torch.dtype | None = None) -> Path:
     """Write ``model``'s state dict and ``info`` to ``path`` atomically; return the path.
 
-    ``info.parametrizations`` is set from the model's attached parametrizations. ``dtype``
-    (e.g. ``torch.float16``) stores floating tensors at that precision; loading casts them back
-    to the model's float32.
+    ``info.parametrizations`` and ``info.activation_quantizers`` are set from what is attached
+    to the model. ``dtype`` (e.g. ``torch.float16``) stores floating tensors at that precision;
+    loading casts them back to the model's float32.
     """
+    from deepshrink.quant.activation import describe_activation_quantizers
+
     info.parametrizations = describe_parametrizations(model)
+    info.activation_quantizers = describe_activation_quantizers(model)
     tensors = {k: _stored(v, dtype) for k, v in model.state_dict().items()}
     metadata = {METADATA_KEY: json.dumps(info.to_dict())}
     path = Path(path)
@@ -142,6 +152,10 @@ def load_model(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.M
     info = read_info(path)
     model = build_model(info.arch)
     restore_parametrizations(model, info.parametrizations)
+    if info.activation_quantizers:
+        from deepshrink.quant.activation import restore_activation_quantizers
+
+        restore_activation_quantizers(model, info.activation_quantizers)
     try:
         state = load_file(str(path), device=map_location)
     except (SafetensorError, OSError) as exc:

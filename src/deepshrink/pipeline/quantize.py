@@ -1,5 +1,6 @@
-"""The quantize job: load a model file, quantize its weights (optionally fine-tuning: QAT for
-linear quantization, codebook fine-tuning for k-means), save it."""
+"""The quantize job: load a model file, quantize its weights (and optionally its activations,
+calibrated on training images), optionally fine-tune (QAT for linear quantization, codebook
+fine-tuning for k-means), save it."""
 
 from __future__ import annotations
 
@@ -8,15 +9,19 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
+from torch import nn
 
-from deepshrink.data import ImageDataset
+from deepshrink.data import BatchLoader, ImageDataset
 from deepshrink.errors import UserError
-from deepshrink.models import save_model
+from deepshrink.models import ModelInfo, save_model
 from deepshrink.pipeline.datasets import open_for_finetune
 from deepshrink.pipeline.evaluate import accuracy_on
-from deepshrink.quant import QuantConfig, quantize_, quantizers_of
-from deepshrink.train import Trainer, TrainConfig, TrainHook
-from deepshrink.train.distributed import current
+from deepshrink.quant import (KMeansQuantizer, QuantConfig, activation_quantizers_of, calibrate_activations,
+                              quantize_, quantizers_of)
+from deepshrink.train import Trainer, TrainConfig, TrainHook, resolve_device
+from deepshrink.train.distributed import broadcast_from_main, current
+
+CALIBRATION_IMAGES = 512
 
 
 @dataclass(frozen=True)
@@ -29,20 +34,38 @@ class QuantizeResult:
 def quantize_job(model_file: str | os.PathLike, out: str | os.PathLike, config: QuantConfig,
                  train_config: TrainConfig, *, train_set: ImageDataset | None = None,
                  test_set: ImageDataset | None = None, run_dir: str | os.PathLike | None = None,
-                 resume: bool = False, hooks: Sequence[TrainHook] = ()) -> QuantizeResult:
+                 resume: bool = False, hooks: Sequence[TrainHook] = (),
+                 calibration_images: int = CALIBRATION_IMAGES) -> QuantizeResult:
     """Quantize ``model_file``'s weights as ``config`` says and write the model to ``out``.
 
-    With ``train_config.epochs == 0`` this is post-training quantization (no data needed);
-    otherwise the quantized model is fine-tuned for that many epochs on ``train_set``
-    (checkpoints in ``run_dir`` if given; extra ``hooks``, e.g. distillation, take part). The
-    quantizers are kept in the output.
+    With ``train_config.epochs == 0`` this is post-training quantization (no data needed for
+    weights only); otherwise the quantized model is fine-tuned for that many epochs on
+    ``train_set`` (checkpoints in ``run_dir`` if given; extra ``hooks``, e.g. distillation, take
+    part). With ``config.activation_bits`` the activation ranges are first calibrated on the
+    first ``calibration_images`` images of ``train_set`` (which is then required), normalised
+    as the model file says. The quantizers are kept in the output.
+
+    Under torchrun, k-means codebooks and calibrated ranges are rank 0's on every rank.
     """
+    if config.activation_bits is not None:
+        if train_set is None:
+            raise UserError("quantizing activations needs calibration images: give --data")
+        if isinstance(calibration_images, bool) or not isinstance(calibration_images, int) or calibration_images < 1:
+            raise UserError(f"calibration images must be an integer >= 1, got {calibration_images!r}")
     model, info = open_for_finetune(model_file, train_config.epochs, train_config.device, train_set, test_set)
     torch.manual_seed(train_config.seed)
     quantize_(model, config)
     layers = list(quantizers_of(model))
     if not layers:
         raise UserError(f"{model_file}: no Conv2d/Linear layer left to quantize after the exclusions")
+    device = resolve_device(train_config.device)
+    model.to(device)
+    share_codebooks_from_main(model)
+    record = {"stage": "quantize", **config.to_dict(), "finetune_epochs": train_config.epochs, "layers": layers}
+    if config.activation_bits is not None:
+        calibration = train_set.subset(min(calibration_images, len(train_set)))
+        record["calibration_images"] = calibrate_on(model, info, calibration, device,
+                                                    train_config.eval_batch_size)
     test_top1 = None
     if train_config.epochs:
         trainer = Trainer(model, train_set, test_set, train_config, out_dir=run_dir, info=info, hooks=hooks)
@@ -51,10 +74,45 @@ def quantize_job(model_file: str | os.PathLike, out: str | os.PathLike, config: 
         test_top1 = final.top1 if final is not None else None
     elif test_set is not None:
         test_top1 = accuracy_on(model, info, test_set, train_config.device, train_config.eval_batch_size)
-    record = {"stage": "quantize", **config.to_dict(), "finetune_epochs": train_config.epochs, "layers": layers}
     if test_top1 is not None:
         record["test_top1"] = test_top1
     info.history.append(record)
     if current().is_main:  # under torchrun only rank 0 writes
         save_model(out, model.cpu(), info)
     return QuantizeResult(layers, test_top1, record)
+
+
+def calibrate_on(model: nn.Module, info: ModelInfo, images: ImageDataset, device: torch.device,
+                 batch_size: int = 500) -> int:
+    """Calibrate ``model``'s activation quantizers on ``images`` (every image, in order, no
+    augmentation, normalised with ``info.input``'s mean/std as evaluation does); under torchrun
+    every rank then takes rank 0's ranges. Returns the number of images used."""
+    loader = BatchLoader(images, batch_size, mean=info.input.mean, std=info.input.std, device=device)
+    seen = calibrate_activations(model, loader)
+    _share_from_main(_activation_tensors(model))
+    return seen
+
+
+def share_codebooks_from_main(model: nn.Module) -> None:
+    """Under torchrun, give every k-means quantizer rank 0's centroids and indices (clustering
+    may round differently on each rank); nothing to do in a single process."""
+    found = {}
+    for name, quantizer in quantizers_of(model).items():
+        if isinstance(quantizer, KMeansQuantizer):
+            found[f"{name}.centroids"], found[f"{name}.indices"] = quantizer.centroids.data, quantizer.indices
+    _share_from_main(found)
+
+
+def _activation_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every buffer of every activation quantizer (observer range and count, scale, zero point)."""
+    return {f"{name}.{key}": buffer for name, quantizer in activation_quantizers_of(model).items()
+            for key, buffer in quantizer.named_buffers()}
+
+
+@torch.no_grad()
+def _share_from_main(tensors: dict[str, torch.Tensor]) -> None:
+    """Overwrite ``tensors`` in place with rank 0's values (nothing to do in a single process)."""
+    if not current().active:
+        return
+    for name, shared in broadcast_from_main(tensors).items():
+        tensors[name].copy_(shared)

@@ -1,4 +1,5 @@
-"""The public verbs: ``quantize_(model, QuantConfig(...))`` attaches weight quantizers in
+"""The public verbs: ``quantize_(model, QuantConfig(...))`` attaches weight quantizers (and,
+with ``activation_bits``, activation quantizers; see :mod:`deepshrink.quant.activation`) in
 place (post-training quantization is this alone; QAT and codebook fine-tuning are ordinary
 training with :class:`deepshrink.train.Trainer` afterwards), and ``finalize`` bakes them into
 plain weights.
@@ -14,12 +15,14 @@ from torch.nn.utils import parametrize
 
 from deepshrink.errors import UserError
 from deepshrink.prune.select import prunable_layers
+from deepshrink.quant.activation import attach_activation_quantizers
 from deepshrink.quant.kmeans import INITS
 from deepshrink.quant.linear import BITS
 from deepshrink.quant.quantizers import KMeansQuantizer, LinearQuantizer
 
 METHODS = ("linear", "kmeans")
 KMEANS_BITS = (2, 3, 4, 5, 6, 7, 8)
+ACTIVATION_OBSERVERS = ("minmax", "ema", "percentile")  # the observers whose range is calibrated
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,10 @@ class QuantConfig:
     ``exclude`` holds fnmatch globs of layer names to keep float, besides the first conv and
     the last classifier unless ``exclude_first_last`` is False. ``symmetric`` and
     ``per_channel`` apply to the linear method, ``init`` and ``seed`` to k-means.
+
+    ``activation_bits`` (2..8 or 16; None: weights only) also fake-quantizes the inputs of the
+    same layers (asymmetric, range from the ``activation_observer`` after calibration) and the
+    outputs of every ``nn.ReLU6`` (fixed range [0, 6]).
     """
 
     method: str = "linear"
@@ -39,6 +46,8 @@ class QuantConfig:
     exclude: tuple[str, ...] = ()
     exclude_first_last: bool = True
     seed: int = 0
+    activation_bits: int | None = None
+    activation_observer: str = "minmax"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude", tuple(self.exclude))
@@ -52,6 +61,11 @@ class QuantConfig:
             raise UserError("symmetric and per-channel apply to linear quantization, not k-means")
         if self.init not in INITS:
             raise UserError(f"unknown k-means init {self.init!r}; choose one of: {', '.join(INITS)}")
+        if self.activation_bits is not None and self.activation_bits not in BITS:
+            raise UserError(f"activation quantization takes bits in 2..8 or 16, got {self.activation_bits}")
+        if self.activation_observer not in ACTIVATION_OBSERVERS:
+            raise UserError(f"unknown activation observer {self.activation_observer!r}; "
+                            f"choose one of: {', '.join(ACTIVATION_OBSERVERS)}")
 
     def to_dict(self) -> dict[str, Any]:
         """The settings that apply to the method, as JSON data."""
@@ -59,6 +73,8 @@ class QuantConfig:
         data["exclude"] = list(self.exclude)
         for key in (("init", "seed") if self.method == "linear" else ("symmetric", "per_channel")):
             del data[key]
+        if self.activation_bits is None:
+            del data["activation_observer"]
         return data
 
 
@@ -68,11 +84,17 @@ def quantize_(model: nn.Module, config: QuantConfig) -> nn.Module:
     A layer that already has a pruning mask keeps it: the quantizer chains after it, so its
     zeros stay exactly zero. For k-means the clustering runs now, on the current (masked)
     weights, and the float weight is frozen (``requires_grad`` False): only the centroids train.
+
+    With ``config.activation_bits`` the layers' input quantizers (and ReLU6 output quantizers)
+    are attached too; the input ones calibrate until
+    :func:`deepshrink.quant.activation.calibrate_activations` freezes them.
     """
     layers = prunable_layers(model, config.exclude, exclude_first_last=config.exclude_first_last)
     for name, module in layers.items():
         if quantizer_of(module) is not None:
             raise UserError(f"{name} is already quantized; quantize the unquantized model instead")
+    if config.activation_bits is not None:
+        attach_activation_quantizers(model, list(layers), config.activation_bits, config.activation_observer)
     for module in layers.values():
         if config.method == "linear":
             quantizer = LinearQuantizer(config.bits, config.symmetric, config.per_channel)

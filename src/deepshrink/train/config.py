@@ -12,6 +12,13 @@ from deepshrink.train.schedule import SCHEDULES
 # Settings that may differ between an interrupted run and its resumption.
 RESUME_FREE = ("device", "progress", "eval_batch_size")
 
+# Arithmetic of the training forward pass: float32, or autocast to float16 (with dynamic loss
+# scaling) or bfloat16; the weights and the optimiser stay float32 in every case.
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+# Settings added after runs were saved, with the value every older run had.
+ADDED_SETTINGS = {"precision": "fp32"}
+
 
 @dataclass
 class TrainConfig:
@@ -36,6 +43,7 @@ class TrainConfig:
     max_bad_steps: int = 20
     channels_last: bool = True  # NHWC memory format for 4-D tensors: faster convolutions on CPU (oneDNN)
     device: str = "auto"
+    precision: str = "fp32"  # one of PRECISIONS
     progress: bool | None = None  # None: show progress bars only on a terminal
 
     def __post_init__(self) -> None:
@@ -54,6 +62,7 @@ class TrainConfig:
             (self.max_bad_steps >= 1, f"max bad steps must be >= 1, got {self.max_bad_steps}"),
             (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"),
             (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}"),
+            (self.precision in PRECISIONS, f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -67,4 +76,10 @@ class TrainConfig:
     def resume_conflicts(self, saved: dict[str, Any]) -> list[str]:
         """Names of settings that differ from the ``saved`` run's (those that change results)."""
         mine = self.to_dict()
+        saved = with_added_settings(saved)
         return [k for k in mine if k not in RESUME_FREE and k in saved and saved[k] != mine[k]]
+
+
+def with_added_settings(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved run's settings, completed with :data:`ADDED_SETTINGS` it predates."""
+    return {**ADDED_SETTINGS, **saved}

@@ -7,10 +7,17 @@ rank reads its own shard, and only rank 0 writes files.
 Determinism: batch order and augmentation of epoch e come from (seed, e), and the global
 RNG (dropout) is reseeded from (seed, e) at each epoch start, so resuming from the checkpoint
 of epoch e gives the same final weights as an uninterrupted run (CPU, same thread count).
+
+Mixed precision (``config.precision`` fp16/bf16): the forward pass and the loss run under
+``torch.autocast``; weights, gradients and the optimiser stay float32. fp16 scales the loss
+with a :class:`~deepshrink.train.loss_scale.DynamicLossScaler` (saved in the checkpoint);
+a step skipped because the scaled gradients overflowed is not a bad step while the scale is
+above ``MIN_LOSS_SCALE``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,10 +33,11 @@ from deepshrink.data import BatchLoader, ImageDataset
 from deepshrink.errors import UserError
 from deepshrink.models.file import ModelInfo, save_model
 from deepshrink.train.checkpoint import load_checkpoint, save_checkpoint
-from deepshrink.train.config import TrainConfig
+from deepshrink.train.config import TrainConfig, with_added_settings
 from deepshrink.train.distributed import all_ranks_true, current
 from deepshrink.train.evaluate import EvalResult, evaluate
 from deepshrink.train.hooks import TrainHook
+from deepshrink.train.loss_scale import DynamicLossScaler
 from deepshrink.train.metrics import MetricsLog
 from deepshrink.train.optim import build_optimizer
 from deepshrink.train.schedule import LrFactor, make_schedule
@@ -39,9 +47,14 @@ BEST_MODEL = "best.safetensors"
 FINAL_MODEL = "model.safetensors"
 METRICS = "metrics.jsonl"
 
+AUTOCAST_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+# An overflow at a loss scale this low or lower means the gradients themselves are not finite.
+MIN_LOSS_SCALE = 1.0
+
 
 class TrainingDiverged(UserError):
-    """Too many consecutive steps with a NaN or infinite loss."""
+    """Too many consecutive steps with a NaN or infinite loss (or, in fp16, with inf/NaN
+    gradients at a loss scale of MIN_LOSS_SCALE or lower)."""
 
 
 @dataclass
@@ -82,6 +95,8 @@ class Trainer:
         self.dist = current()
         self.device = resolve_device(config.device)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.autocast_dtype = _autocast_dtype(config.precision, self.device)
+        self.loss_scaler = DynamicLossScaler() if config.precision == "fp16" else None
         self.model = model.to(self.device, memory_format=self.memory_format)
         self.train_model = self._wrap_ddp(self.model)  # what the training step calls
         self.info = info
@@ -104,7 +119,8 @@ class Trainer:
         self.metrics = MetricsLog(self.out_dir / METRICS if self.out_dir and self.dist.is_main else None)
         self.epoch = 0      # epochs completed
         self.step = 0       # optimiser steps taken (including skipped bad steps)
-        self.bad_steps = 0  # consecutive non-finite losses
+        self.bad_steps = 0  # consecutive non-finite losses (or gradients, at the lowest loss scale)
+        self.overflow_steps = 0  # steps of the current epoch skipped for fp16 gradient overflow
         self.best_top1, self.best_epoch = -1.0, 0
         self.history: list[dict[str, Any]] = []  # one metrics record per finished epoch
 
@@ -149,6 +165,7 @@ class Trainer:
             hook.on_epoch_start(self, epoch)
         self.model.train()
         loss_sum, correct, seen, skipped = 0.0, 0, 0, 0
+        self.overflow_steps = 0
         data_time, start = 0.0, time.perf_counter()
         batches = self._timed(iter(self.train_loader))
         bar = tqdm(batches, total=len(self.train_loader), desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -164,19 +181,25 @@ class Trainer:
             seen += targets.numel()
             bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.lr:.4f}", refresh=False)
         elapsed = time.perf_counter() - start
-        return {"epoch": epoch + 1, "step": self.step, "lr": self.lr,
-                "train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1),
-                "skipped_steps": skipped, "seconds": elapsed, "data_seconds": data_time}
+        record = {"epoch": epoch + 1, "step": self.step, "lr": self.lr,
+                  "train_loss": loss_sum / max(seen, 1), "train_top1": correct / max(seen, 1),
+                  "skipped_steps": skipped, "seconds": elapsed, "data_seconds": data_time}
+        if self.loss_scaler is not None:
+            record.update(loss_scale=self.loss_scaler.scale, overflow_steps=self.overflow_steps)
+        return record
 
     def _step(self, inputs: torch.Tensor, targets: torch.Tensor):
-        outputs = self.train_model(inputs.contiguous(memory_format=self.memory_format))
-        loss = F.cross_entropy(outputs, targets, label_smoothing=self.config.label_smoothing)
-        for hook in self.hooks:
-            loss = hook.loss(self, inputs, targets, outputs, loss)
+        with self._autocast():
+            outputs = self.train_model(inputs.contiguous(memory_format=self.memory_format))
+            loss = F.cross_entropy(outputs, targets, label_smoothing=self.config.label_smoothing)
+            for hook in self.hooks:
+                loss = hook.loss(self, inputs, targets, outputs, loss)
         self.optimizer.zero_grad(set_to_none=True)
         if not all_ranks_true(bool(torch.isfinite(loss)), self.device):
-            self._bad_step(loss)
+            self._bad_step(f"loss was {loss.item()}")
             return None, None
+        if self.loss_scaler is not None:
+            return self._scaled_step(outputs, loss)
         self.bad_steps = 0
         loss.backward()
         for hook in self.hooks:
@@ -184,19 +207,52 @@ class Trainer:
         self.optimizer.step()
         for hook in self.hooks:
             hook.after_step(self)
-        self.scheduler.step()
-        self.step += 1
+        self._advance()
         return outputs.detach(), loss.item()
 
-    def _bad_step(self, loss: torch.Tensor) -> None:
-        self.bad_steps += 1
+    def _scaled_step(self, outputs: torch.Tensor, loss: torch.Tensor):
+        """The fp16 update of a finite loss: backward of loss * S, the hooks see the unscaled
+        float32 gradients, the optimiser steps unless they hold inf/NaN (on any rank)."""
+        scaler = self.loss_scaler
+        scale = scaler.scale
+        scaler.scale_loss(loss).backward()
+        scaler.unscale_(self.optimizer)
+        for hook in self.hooks:
+            hook.after_backward(self)
+        stepped = scaler.step(self.optimizer)
+        scaler.update()
+        if stepped:
+            for hook in self.hooks:
+                hook.after_step(self)
+        else:
+            self.overflow_steps += 1
+        if stepped or scale > MIN_LOSS_SCALE:  # an overflow here only means S was too large
+            self.bad_steps = 0
+            self._advance()
+        else:
+            self._bad_step(f"gradients were inf/NaN at loss scale {scale:g}")
+        return outputs.detach(), loss.item()
+
+    def _advance(self) -> None:
+        """One optimiser step has passed (taken or skipped): move the schedule on."""
         self.scheduler.step()
         self.step += 1
+
+    def _bad_step(self, what: str) -> None:
+        """A step skipped because ``what`` (a loss or gradients) was not finite."""
+        self.bad_steps += 1
+        self._advance()
         if self.bad_steps >= self.config.max_bad_steps:
             raise TrainingDiverged(
-                f"training diverged: loss was {loss.item()} for {self.bad_steps} consecutive steps "
+                f"training diverged: {what} for {self.bad_steps} consecutive steps "
                 f"at epoch {self.epoch + 1}; try a lower learning rate "
                 f"(the last good checkpoint is kept)")
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """``torch.autocast`` to the configured half dtype; nothing at all for fp32."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     @staticmethod
     def _timed(batches: Iterator) -> Iterator:
@@ -236,26 +292,32 @@ class Trainer:
     def _save_checkpoint(self) -> None:
         if self.out_dir is None or not self.dist.is_main:
             return
-        save_checkpoint(self.out_dir / CHECKPOINT, {
+        state = {
             "epoch": self.epoch, "step": self.step, "bad_steps": self.bad_steps,
             "best_top1": self.best_top1, "best_epoch": self.best_epoch,
             "config": self.config.to_dict(),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "hooks": [hook.state_dict() for hook in self.hooks],
-        })
+        }
+        if self.loss_scaler is not None:
+            state["loss_scaler"] = self.loss_scaler.state_dict()
+        save_checkpoint(self.out_dir / CHECKPOINT, state)
 
     def _resume(self) -> None:
         path = self.out_dir / CHECKPOINT if self.out_dir else None
         if path is None or not path.is_file():
             raise UserError(f"nothing to resume: no {CHECKPOINT} in {self.out_dir}")
         state = load_checkpoint(path)
-        conflicts = self.config.resume_conflicts(state.get("config", {}))
+        saved_config = with_added_settings(state.get("config", {}))
+        conflicts = self.config.resume_conflicts(saved_config)
         if conflicts:
             name = conflicts[0]
-            raise UserError(f"cannot resume {path}: {name} was {state['config'][name]!r}, "
+            raise UserError(f"cannot resume {path}: {name} was {saved_config[name]!r}, "
                             f"now {getattr(self.config, name)!r}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.loss_scaler is not None and "loss_scaler" in state:
+            self.loss_scaler.load_state_dict(state["loss_scaler"])
         for hook, hook_state in zip(self.hooks, state.get("hooks", [])):
             hook.load_state_dict(hook_state)
         self.epoch, self.step = state["epoch"], state["step"]
@@ -290,6 +352,19 @@ class Trainer:
         if self.config.progress is not None:
             return self.config.progress
         return sys.stderr.isatty()
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` (None for fp32); a :class:`UserError` when ``device``
+    cannot run it."""
+    dtype = AUTOCAST_DTYPES[precision]
+    if dtype is None:
+        return None
+    if not torch.amp.is_autocast_available(device.type):
+        raise UserError(f"--precision {precision} needs autocast, which {device.type} does not have")
+    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError("--precision bf16: this GPU has no bfloat16 support; use fp16")
+    return dtype
 
 
 def lambda_schedule(fn: Callable[[float], float], steps_per_epoch: int) -> LrFactor:

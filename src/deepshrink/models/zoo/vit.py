@@ -2,6 +2,10 @@
 
 Attention is written out with separate ``q_proj``/``k_proj``/``v_proj``/``out_proj`` Linear
 layers so pruning and quantization see ordinary ``nn.Linear`` modules.
+
+Mixed precision: under ``torch.autocast`` (float16/bfloat16) the softmax and every LayerNorm
+still compute in float32 and return float32 (the next Linear or matmul casts to the autocast
+dtype itself). For a float32 model outside autocast the casts are no-ops.
 """
 
 from __future__ import annotations
@@ -39,9 +43,19 @@ class MultiHeadSelfAttention(nn.Module):
         """(N, T, dim) -> (N, heads, T, d_k)."""
         return x.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
 
+    def attention_weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """(N, heads, T, d_k) twice -> float32 (N, heads, T, T), each row summing to 1.
+
+        The softmax runs in float32 even under autocast: in float16/bfloat16 the exponentials
+        of large scores overflow or round, and rows no longer sum to 1 (CPU autocast would keep
+        the half dtype; CUDA autocast upcasts softmax itself).
+        """
+        scores = torch.matmul(q, k.transpose(-2, -1)) * self.scale
+        return torch.softmax(scores.float(), dim=-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(x)), self._split(self.v_proj(x))
-        weights = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * self.scale, dim=-1)
+        weights = self.attention_weights(q, k).to(v.dtype)  # back to the values' dtype
         out = torch.matmul(weights, v).transpose(1, 2).flatten(2)
         return self.drop(self.out_proj(out))
 
@@ -71,8 +85,10 @@ class TransformerBlock(nn.Module):
         self.mlp = MLP(dim, mlp_dim, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
+        # LayerNorm in float32 even under autocast (a token's mean and variance lose precision
+        # in half precision); the output stays float32 and the Linear layers cast it down.
+        x = x + self.attn(self.norm1(x.float()))
+        return x + self.mlp(self.norm2(x.float()))
 
 
 class VisionTransformer(nn.Module):
@@ -116,7 +132,7 @@ class VisionTransformer(nn.Module):
         x = self.patch_embed(x).flatten(2).transpose(1, 2)
         cls = self.cls_token.expand(x.shape[0], -1, -1)
         x = self.drop(torch.cat([cls, x], dim=1) + self.pos_embed)
-        x = self.norm(self.blocks(x))
+        x = self.norm(self.blocks(x).float())  # float32 LayerNorm, as in the blocks
         return self.head(x[:, 0])
 
 
