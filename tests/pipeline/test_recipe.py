@@ -115,3 +115,14 @@ def test_non_printable_characters_are_a_user_error():
 
     with pytest.raises(UserError, match="not valid YAML"):
         parse_recipe("name: x\x00\n", source="r.yaml")
+
+
+def test_activation_quantization_and_precision_keys():
+    recipe = parse_recipe(HEAD + "  - train: {epochs: 1}\n  - quantize: {bits: 8, activation_bits: 6, "
+                                 "activation_observer: ema, epochs: 1, precision: bf16}\n")
+    quantize = recipe.stages[1]
+    assert quantize.settings == QuantConfig(bits=8, activation_bits=6, activation_observer="ema")
+    assert quantize.train.precision == "bf16"
+    assert "activation_observer" in error_of(HEAD + "  - quantize: {bits: 8, activation_bits: 8, "
+                                                    "activation_observer: median}\n")
+    assert "precision" in error_of(HEAD + "  - train: {epochs: 1, precision: fp8}\n")

@@ -47,9 +47,10 @@ from deepshrink.prune.criteria import CRITERIA, SCOPES
 from deepshrink.prune.schedules import SCHEDULES as PRUNE_SCHEDULES
 from deepshrink.prune.structured import StructuredSettings
 from deepshrink.prune.structured.importance import CRITERIA as STRUCTURED_CRITERIA
-from deepshrink.quant import BITS, INITS, METHODS, QuantConfig
+from deepshrink.quant import ACTIVATION_OBSERVERS, BITS, INITS, METHODS, QuantConfig
 from deepshrink.quant.api import KMEANS_BITS
 from deepshrink.train import TrainConfig
+from deepshrink.train.config import PRECISIONS
 from deepshrink.train.optim import OPTIMIZERS
 from deepshrink.train.schedule import SCHEDULES as LR_SCHEDULES
 
@@ -166,6 +167,7 @@ TRAIN_KEYS: dict[str, tuple[str, Callable]] = {
     "augment": ("augment", _boolean),
     "seed": ("seed", _integer(0)),
     "eval_every": ("eval_every", _integer(1)),
+    "precision": ("precision", _choice(PRECISIONS)),
 }
 DISTILL_KEYS = {"teacher": _choice(TEACHERS), "temperature": _number(0, low_open=True), "alpha": _number(0, 1)}
 STAGE_KEYS: dict[str, dict[str, Callable]] = {
@@ -178,7 +180,8 @@ STAGE_KEYS: dict[str, dict[str, Callable]] = {
                    "round_to": _integer(1), "li_resnet_rule": _boolean, "layer_ratios": _ratios},
     "quantize": {"method": _choice(METHODS), "bits": _integer(), "symmetric": _boolean,
                  "per_channel": _boolean, "init": _choice(INITS), "exclude": _texts,
-                 "exclude_first_last": _boolean},
+                 "exclude_first_last": _boolean, "activation_bits": _integer(2),
+                 "activation_observer": _choice(ACTIVATION_OBSERVERS)},
     "encode": {"float_dtype": _choice(FLOAT_DTYPES)},
     "export": {"format": _choice(FORMATS)},
 }
