@@ -1,4 +1,7 @@
-"""``deepshrink run``: run a recipe (train, prune, quantize, encode, export) into a run folder."""
+"""``deepshrink run``: run a recipe (train, prune, quantize, encode, export) into a run folder.
+
+Runs under torchrun too (``torchrun --nproc-per-node 2 -m deepshrink run RECIPE``): every rank
+runs the recipe, rank 0 writes the run folder and prints."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import argparse
 from deepshrink.pipeline.recipe import load_recipe
 from deepshrink.pipeline.run_report import format_stage_table
 from deepshrink.pipeline.runner import run_recipe
+from deepshrink.train.distributed import current
 
 
 def register(sub) -> None:
@@ -25,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
                             f"{record.folder}: {'already finished' if skipped else 'done'}, "
                             f"top-1 {100 * record.top1:.2f}%, {record.bytes:,} bytes ({record.seconds:.1f} s)",
                             flush=True))
+    if not current().is_main:  # under torchrun only rank 0 prints
+        return 0
     print(format_stage_table(result.stages))
     print(f"report written to {result.report}")
     return 0

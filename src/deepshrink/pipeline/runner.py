@@ -5,6 +5,15 @@ checkpoint, or a copy of a model file); the recipe's stages follow as ``01-train
 ``02-prune``, ... (see :mod:`deepshrink.pipeline.run_folder`). After each stage the runner
 measures, on the artefact itself: test top-1, bytes on disk, the ratio against the float32
 safetensors of the starting model, and batch-1 latency. At the end it writes the report.
+
+Under torchrun every rank runs the recipe: the training stages (train, prune, structured,
+quantize) are collective, each rank training on its shard of the global batch; the rest
+(stage 0, encode, export, the measurements, ``stage.json`` and the report) runs on rank 0
+only. Rank 0 alone writes into the run folder and decides what a resumed run skips; the
+other ranks receive its decisions and records (:class:`RankSync`), which is also the barrier
+after each stage's files are written, before any rank reads them. The run folder must be on a
+file system every rank sees (checked after each stage). How a failure on one rank ends the
+others: see :mod:`deepshrink.pipeline.rank_sync`.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from deepshrink.pipeline.export import export_job
 from deepshrink.pipeline.import_pretrained import import_pretrained_job
 from deepshrink.pipeline.prune import prune_job
 from deepshrink.pipeline.quantize import quantize_job
+from deepshrink.pipeline.rank_sync import RankSync
 from deepshrink.pipeline.recipe import COMPRESSING, Recipe, Stage
 from deepshrink.pipeline.run_folder import (DECODED_FILE, DSZ_FILE, MODEL_FILE, STAGE_FILE, TRAIN_DIR, StageRecord,
                                             read_record, stage_folder_name, write_record)
@@ -45,6 +55,7 @@ LATENCY_REPEATS = 10          # batch-1 forward passes timed per stage (after 3 
                               # on recipe.threads threads (default 1)
 CALIBRATION_IMAGES = 512      # training images that calibrate an int8-onnx export
 COMPARE_IMAGES = 500          # test images on which decoded and encoded models are compared
+COLLECTIVE = ("train", *COMPRESSING)  # stages every rank runs under torchrun; the others run on rank 0
 
 
 @dataclass(frozen=True)
@@ -65,8 +76,10 @@ class _Context:
     test_set: ImageDataset
     resume: bool
     progress: bool | None
+    ranks: RankSync
     baseline_bytes: int = 0
     original: Path | None = None   # the model before the first compressing stage
+    continue_training: bool = False  # the stage being run continues from its train/last.ckpt
 
 
 def run_recipe(recipe: Recipe, *, out: str | os.PathLike | None = None, resume: bool = False,
@@ -78,53 +91,83 @@ def run_recipe(recipe: Recipe, *, out: str | os.PathLike | None = None, resume: 
     must have been run with the same settings), an unfinished training stage continues from
     its checkpoint, and every stage after it runs afresh; without ``resume``, a run folder
     that already holds stages is an error.
-    ``on_stage(record, skipped)`` is called after each stage.
+    ``on_stage(record, skipped)`` is called after each stage (on rank 0 only under torchrun).
+    Under torchrun every rank calls this with the same recipe and gets the same result.
     """
     out = Path(out if out is not None else recipe.out)
-    _check_inputs(recipe)
-    if not resume and any(out.glob(f"[0-9][0-9]-*/{STAGE_FILE}")):
-        raise UserError(f"{out} already holds a run: give --resume to continue it, or another --out")
+    ranks = RankSync.join(recipe.device)
+    ranks.agree(lambda: _check_can_start(recipe, out, resume))
     threads = torch.get_num_threads()
     if recipe.threads is not None:
         torch.set_num_threads(recipe.threads)
     try:
-        return _run(recipe, out, resume, progress, on_stage)
+        return _run(recipe, out, resume, progress, ranks, on_stage if ranks.is_main else None)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(recipe: Recipe, out: Path, resume: bool, progress: bool | None,
+def _run(recipe: Recipe, out: Path, resume: bool, progress: bool | None, ranks: RankSync,
          on_stage: Callable[[StageRecord, bool], None] | None) -> RunResult:
     ctx = _Context(recipe, out, load_split(recipe.data.name, "train", recipe.data.dir, recipe.data.limit_train),
-                   load_split(recipe.data.name, "test", recipe.data.dir, recipe.data.limit_test), resume, progress)
+                   load_split(recipe.data.name, "test", recipe.data.dir, recipe.data.limit_test), resume, progress,
+                   ranks)
     stages: list[tuple[str, Stage | None]] = [("model", None), *((s.kind, s) for s in recipe.stages)]
     records, resumed, model = [], [], None
     for index, (kind, stage) in enumerate(stages):
         if stage is not None and stage.kind in COMPRESSING and ctx.original is None:
             ctx.original = model
-        record = _finished(ctx, index, kind, stage)
-        if record is None:
+        plan = ranks.on_main(lambda: _plan_stage(ctx, index, kind, stage))
+        if plan["finished"] is None:
+            ctx.continue_training = plan["continue_training"]
             record = _run_stage(ctx, index, kind, stage, model)
             ctx.resume = False  # the stages after a redone one start afresh
         else:
+            record = StageRecord(**plan["finished"])
             resumed.append(index)
+        if ranks.active:
+            ranks.agree(lambda: _check_visible(out, record))
         if index == 0:
             ctx.baseline_bytes = record.details["float32_bytes"]
         model = out / record.model if record.model is not None else model
         records.append(record)
         if on_stage is not None:
             on_stage(record, index in resumed)
-    return RunResult(out, records, resumed, write_run_report(out, title=recipe.name), len(ctx.train_set),
-                     len(ctx.test_set))
+    report = Path(ranks.on_main(lambda: str(write_run_report(out, title=recipe.name))))
+    return RunResult(out, records, resumed, report, len(ctx.train_set), len(ctx.test_set))
 
 
-def _check_inputs(recipe: Recipe) -> None:
-    """The files the recipe names exist (checked before anything runs)."""
+def _check_can_start(recipe: Recipe, out: Path, resume: bool) -> None:
+    """The files the recipe names exist, and ``out`` holds no run unless resuming (checked
+    before anything runs, on every rank)."""
     paths = [("data.dir", recipe.data.dir), (f"model.{'checkpoint' if recipe.model.kind == 'pretrained' else 'file'}",
                                               recipe.model.path)]
     for key, path in paths:
         if path is not None and not path.exists():
             raise UserError(f"{recipe.source}: {key}: {path} does not exist")
+    if not resume and any(out.glob(f"[0-9][0-9]-*/{STAGE_FILE}")):
+        raise UserError(f"{out} already holds a run: give --resume to continue it, or another --out")
+
+
+def _check_visible(out: Path, record: StageRecord) -> None:
+    """The stage's record and the model the next stage reads are on this rank's file system."""
+    for path in (out / record.folder / STAGE_FILE, *([out / record.model] if record.model is not None else [])):
+        if not path.is_file():
+            raise UserError(f"{path} (written by rank 0) is missing here: under torchrun the run folder must "
+                            f"be on a file system that every process sees")
+
+
+def _plan_stage(ctx: _Context, index: int, kind: str, stage: Stage | None) -> dict[str, Any]:
+    """Rank 0's decision for stage ``index``: ``{"finished": record}`` to skip it (resume), or
+    ``{"finished": None, "continue_training": bool}`` with its folder ready to run it."""
+    record = _finished(ctx, index, kind, stage)
+    if record is not None:
+        return {"finished": record.to_dict()}
+    folder = ctx.out / stage_folder_name(index, kind)
+    continue_training = ctx.resume and (folder / TRAIN_DIR / "last.ckpt").is_file()
+    if folder.exists() and not continue_training:
+        shutil.rmtree(folder)  # an unfinished stage that cannot continue: start it afresh
+    folder.mkdir(parents=True, exist_ok=True)
+    return {"finished": None, "continue_training": continue_training}
 
 
 def _finished(ctx: _Context, index: int, kind: str, stage: Stage | None) -> StageRecord | None:
@@ -151,26 +194,31 @@ def _options(recipe: Recipe, stage: Stage | None) -> dict[str, Any]:
 
 
 def _run_stage(ctx: _Context, index: int, kind: str, stage: Stage | None, model: Path | None) -> StageRecord:
+    """Run the stage (a training stage on every rank, any other on rank 0), then measure it and
+    write its ``stage.json`` on rank 0; every rank returns rank 0's record."""
     start = time.perf_counter()
     folder = ctx.out / stage_folder_name(index, kind)
-    if folder.exists() and not (ctx.resume and (folder / TRAIN_DIR / "last.ckpt").is_file()):
-        shutil.rmtree(folder)  # an unfinished stage that cannot continue: start it afresh
-    folder.mkdir(parents=True, exist_ok=True)
     run = _RUNNERS[kind]
-    next_model, artefact, evaluated, details = run(ctx, stage, model, folder)
-    if index == 0:
-        details["float32_bytes"] = ctx.baseline_bytes = float32_size(load_model(next_model)[1].arch)
-    top1 = evaluate_model_file(evaluated, ctx.test_set, device=ctx.recipe.device)["top1"]
-    latency = bench_model_file(evaluated, batch=1, threads=ctx.recipe.threads or 1, warmup=3, repeats=LATENCY_REPEATS)
-    size = artefact.stat().st_size
-    record = StageRecord(
-        index=index, kind=kind, options=_options(ctx.recipe, stage),
-        model=None if next_model is None else str(next_model.relative_to(ctx.out)),
-        artefact=str(artefact.relative_to(ctx.out)), evaluated=str(evaluated.relative_to(ctx.out)),
-        top1=top1, bytes=size, ratio=ctx.baseline_bytes / size, latency_ms=latency["latency_ms"],
-        seconds=time.perf_counter() - start, finished=time.time(), details=details)
-    write_record(ctx.out, record)
-    return record
+    outputs = run(ctx, stage, model, folder) if kind in COLLECTIVE else None
+
+    def measure() -> dict[str, Any]:
+        next_model, artefact, evaluated, details = outputs or run(ctx, stage, model, folder)
+        if index == 0:
+            details["float32_bytes"] = ctx.baseline_bytes = float32_size(load_model(next_model)[1].arch)
+        top1 = evaluate_model_file(evaluated, ctx.test_set, device=ctx.recipe.device)["top1"]
+        latency = bench_model_file(evaluated, batch=1, threads=ctx.recipe.threads or 1, warmup=3,
+                                   repeats=LATENCY_REPEATS)
+        size = artefact.stat().st_size
+        record = StageRecord(
+            index=index, kind=kind, options=_options(ctx.recipe, stage),
+            model=None if next_model is None else str(next_model.relative_to(ctx.out)),
+            artefact=str(artefact.relative_to(ctx.out)), evaluated=str(evaluated.relative_to(ctx.out)),
+            top1=top1, bytes=size, ratio=ctx.baseline_bytes / size, latency_ms=latency["latency_ms"],
+            seconds=time.perf_counter() - start, finished=time.time(), details=details)
+        write_record(ctx.out, record)
+        return record.to_dict()
+
+    return StageRecord(**ctx.ranks.on_main(measure))
 
 
 # Each stage runner returns (model for the next stage, artefact, file evaluated, details).
@@ -198,8 +246,10 @@ def _train_stage(ctx: _Context, stage: Stage, model: Path, folder: Path):
                                        alpha=stage.distill.alpha))
         details["teacher"] = str(teacher.relative_to(ctx.out))
     trainer, _ = train_job(ctx.train_set, ctx.test_set, _train_config(ctx, stage), init_from=model,
-                           out_dir=folder / TRAIN_DIR, resume=_can_resume(ctx, folder), hooks=hooks)
-    path = save_model(folder / MODEL_FILE, trainer.model.cpu(), trainer.info)
+                           out_dir=folder / TRAIN_DIR, resume=ctx.continue_training, hooks=hooks)
+    path = folder / MODEL_FILE
+    if ctx.ranks.is_main:  # under torchrun only rank 0 writes
+        save_model(path, trainer.model.cpu(), trainer.info)
     return path, path, path, details
 
 
@@ -245,13 +295,9 @@ def _train_config(ctx: _Context, stage: Stage):
     return dataclasses.replace(stage.train, progress=ctx.progress)
 
 
-def _can_resume(ctx: _Context, folder: Path) -> bool:
-    return ctx.resume and (folder / TRAIN_DIR / "last.ckpt").is_file()
-
-
 def _job_data(ctx: _Context, folder: Path) -> dict[str, Any]:
     return {"train_set": ctx.train_set, "test_set": ctx.test_set, "run_dir": folder / TRAIN_DIR,
-            "resume": _can_resume(ctx, folder)}
+            "resume": ctx.continue_training}
 
 
 @torch.inference_mode()
