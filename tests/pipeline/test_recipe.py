@@ -126,3 +126,9 @@ def test_activation_quantization_and_precision_keys():
     assert "activation_observer" in error_of(HEAD + "  - quantize: {bits: 8, activation_bits: 8, "
                                                     "activation_observer: median}\n")
     assert "precision" in error_of(HEAD + "  - train: {epochs: 1, precision: fp8}\n")
+
+
+def test_distillation_in_compressing_stages_needs_fine_tuning_epochs():
+    recipe = parse_recipe(HEAD + "  - train: {epochs: 1}\n  - prune: {amount: 0.5, epochs: 1, distill: {alpha: 0.7}}\n")
+    assert recipe.stages[1].distill.alpha == 0.7
+    assert "epochs > 0" in error_of(HEAD + "  - train: {epochs: 1}\n  - quantize: {bits: 4, distill: {}}\n")

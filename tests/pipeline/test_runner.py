@@ -20,7 +20,8 @@ stages:
   - train: {epochs: 2, batch_size: 32, lr: 0.05}
   - prune: {amount: 0.6, exclude: [fc], exclude_first_last: false, epochs: 1, batch_size: 32, lr: 0.01}
   - train: {epochs: 1, batch_size: 32, lr: 0.005, distill: {teacher: original, temperature: 2, alpha: 0.5}}
-  - quantize: {method: kmeans, bits: 3, exclude_first_last: false}
+  - quantize: {method: kmeans, bits: 3, exclude_first_last: false, epochs: 1, batch_size: 32, lr: 0.001,
+               distill: {teacher: previous, temperature: 3}}
   - encode: {}
 """
 FOLDERS = ["00-model", "01-train", "02-prune", "03-train", "04-quantize", "05-encode"]
@@ -52,6 +53,9 @@ def test_prune_distill_and_encode_stages(run):
     _, info = load_model(run.out / distill.model)
     record = [h for h in info.history if h["stage"] == "distill"][-1]
     assert (record["temperature"], record["alpha"]) == (2.0, 0.5)
+    assert quantize.details["teacher"] == "03-train/model.safetensors"  # codebook fine-tuning distils too
+    _, info = load_model(run.out / quantize.model)
+    assert [h for h in info.history if h["stage"] == "distill"][-1]["temperature"] == 3.0
     assert encode.artefact == "05-encode/model.dsz" and encode.details["identical_outputs"] is True
     assert encode.top1 == quantize.top1  # the decoded model scores exactly what the quantized one did
     assert encode.ratio > 4  # 60 % zeros and 3-bit codebooks: far smaller than float32
@@ -108,8 +112,7 @@ def test_run_command(tmp_path, capsys):
     from deepshrink.cli import main
 
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(RECIPE.replace("epochs: 2,", "epochs: 1,").replace("epochs: 1, batch_size: 32, lr: 0.005",
-                                                                         "epochs: 0"))
+    recipe.write_text(RECIPE.replace("epochs: 2,", "epochs: 1,"))
     assert main(["run", str(recipe), "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "05-encode" in out and "report written to" in out

@@ -22,7 +22,7 @@ naming the file, the line and the key path, e.g.
 Stage keys: every training stage (``train``, ``prune``, ``structured``, ``quantize``) takes the
 training settings of :data:`TRAIN_KEYS` (``epochs`` is required for ``train`` and defaults to 0,
 no fine-tuning, elsewhere; ``lr_schedule`` is the learning-rate schedule, ``schedule`` in a
-``prune`` stage the pruning schedule). ``distill`` (``train`` only) distils from the model
+``prune`` stage the pruning schedule). ``distill`` (training stages with epochs > 0) distils from the model
 before the stage (``teacher: previous``) or from the model before the first compressing stage
 (``teacher: original``, the default). Paths inside the recipe (``data.dir``,
 ``model.checkpoint``, ``model.file``) are relative to the recipe file's folder.
@@ -172,13 +172,13 @@ TRAIN_KEYS: dict[str, tuple[str, Callable]] = {
 DISTILL_KEYS = {"teacher": _choice(TEACHERS), "temperature": _number(0, low_open=True), "alpha": _number(0, 1)}
 STAGE_KEYS: dict[str, dict[str, Callable]] = {
     "train": {"distill": _options},
-    "prune": {"amount": _number(0), "criterion": _choice(CRITERIA), "scope": _choice(SCOPES),
+    "prune": {"distill": _options, "amount": _number(0), "criterion": _choice(CRITERIA), "scope": _choice(SCOPES),
               "schedule": _choice(PRUNE_SCHEDULES), "prune_epochs": _integer(1), "exclude": _texts,
               "exclude_first_last": _boolean},
-    "structured": {"criterion": _choice(STRUCTURED_CRITERIA), "ratio": _number(0, 1, high_open=True),
+    "structured": {"distill": _options, "criterion": _choice(STRUCTURED_CRITERIA), "ratio": _number(0, 1, high_open=True),
                    "target_macs_reduction": _number(0, 1, high_open=True), "global_ranking": _boolean,
                    "round_to": _integer(1), "li_resnet_rule": _boolean, "layer_ratios": _ratios},
-    "quantize": {"method": _choice(METHODS), "bits": _integer(), "symmetric": _boolean,
+    "quantize": {"distill": _options, "method": _choice(METHODS), "bits": _integer(), "symmetric": _boolean,
                  "per_channel": _boolean, "init": _choice(INITS), "exclude": _texts,
                  "exclude_first_last": _boolean, "activation_bits": _integer(2),
                  "activation_observer": _choice(ACTIVATION_OBSERVERS)},
@@ -410,6 +410,8 @@ class _Validator:
         distill = None
         if "distill" in options:
             distill = Distill(**self.mapping(options["distill"], f"{path}.distill", DISTILL_KEYS))
+            if not train.epochs:
+                raise self.fail(f"{path}.distill", "distils during fine-tuning: give the stage epochs > 0")
         return Stage(kind, options, settings, train, distill)
 
     def ranges(self, kind: str, options: dict[str, Any], path: str) -> None:

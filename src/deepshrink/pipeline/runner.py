@@ -238,13 +238,17 @@ def _model_stage(ctx: _Context, stage: None, model: None, folder: Path):
     return path, path, path, {"source": source.kind}
 
 
+def _distillation(ctx: _Context, stage: Stage, model: Path) -> tuple[list, dict[str, Any]]:
+    """(hooks, details) of the stage's ``distill`` setting: the distillation hook and its teacher."""
+    if stage.distill is None:
+        return [], {}
+    teacher = model if stage.distill.teacher == "previous" or ctx.original is None else ctx.original
+    hook = distillation_hook(teacher, ctx.train_set, temperature=stage.distill.temperature, alpha=stage.distill.alpha)
+    return [hook], {"teacher": str(teacher.relative_to(ctx.out))}
+
+
 def _train_stage(ctx: _Context, stage: Stage, model: Path, folder: Path):
-    hooks, details = [], {}
-    if stage.distill is not None:
-        teacher = model if stage.distill.teacher == "previous" or ctx.original is None else ctx.original
-        hooks.append(distillation_hook(teacher, ctx.train_set, temperature=stage.distill.temperature,
-                                       alpha=stage.distill.alpha))
-        details["teacher"] = str(teacher.relative_to(ctx.out))
+    hooks, details = _distillation(ctx, stage, model)
     trainer, _ = train_job(ctx.train_set, ctx.test_set, _train_config(ctx, stage), init_from=model,
                            out_dir=folder / TRAIN_DIR, resume=ctx.continue_training, hooks=hooks)
     path = folder / MODEL_FILE
@@ -254,22 +258,26 @@ def _train_stage(ctx: _Context, stage: Stage, model: Path, folder: Path):
 
 
 def _prune_stage(ctx: _Context, stage: Stage, model: Path, folder: Path):
+    hooks, details = _distillation(ctx, stage, model)
     result = prune_job(model, folder / MODEL_FILE, stage.settings, _train_config(ctx, stage),
-                       **_job_data(ctx, folder))
-    return folder / MODEL_FILE, folder / MODEL_FILE, folder / MODEL_FILE, {"sparsity": result.sparsity}
+                       **_job_data(ctx, folder), hooks=hooks)
+    return folder / MODEL_FILE, folder / MODEL_FILE, folder / MODEL_FILE, {"sparsity": result.sparsity, **details}
 
 
 def _structured_stage(ctx: _Context, stage: Stage, model: Path, folder: Path):
+    hooks, details = _distillation(ctx, stage, model)
     result = structured_prune_job(model, folder / MODEL_FILE, stage.settings, _train_config(ctx, stage),
-                                  **_job_data(ctx, folder))
-    details = {k: result.record[k] for k in ("macs_before", "macs_after", "params_before", "params_after")
-               if k in result.record}
+                                  **_job_data(ctx, folder), hooks=hooks)
+    details.update({k: result.record[k] for k in ("macs_before", "macs_after", "params_before", "params_after")
+                    if k in result.record})
     return folder / MODEL_FILE, folder / MODEL_FILE, folder / MODEL_FILE, details
 
 
 def _quantize_stage(ctx: _Context, stage: Stage, model: Path, folder: Path):
-    quantize_job(model, folder / MODEL_FILE, stage.settings, _train_config(ctx, stage), **_job_data(ctx, folder))
-    return folder / MODEL_FILE, folder / MODEL_FILE, folder / MODEL_FILE, {}
+    hooks, details = _distillation(ctx, stage, model)
+    quantize_job(model, folder / MODEL_FILE, stage.settings, _train_config(ctx, stage), **_job_data(ctx, folder),
+                 hooks=hooks)
+    return folder / MODEL_FILE, folder / MODEL_FILE, folder / MODEL_FILE, details
 
 
 def _encode_stage(ctx: _Context, stage: Stage, model: Path, folder: Path):
