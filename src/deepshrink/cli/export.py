@@ -21,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--calibration-images", type=positive_int, default=512, metavar="N",
                    help="training images used to calibrate int8 activation ranges")
     p.add_argument("--calibration", choices=CALIBRATION_METHODS, default="minmax")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="int8-onnx: ignore the model's own weight and activation quantizers and let "
+                        "ONNX Runtime calibrate every int8 tensor")
     p.add_argument("--keep-float", nargs="*", metavar="MODULE",
                    help="modules left in float32 (default: first conv and last classifier)")
     p.set_defaults(run=run)
@@ -31,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "int8-onnx" and args.data:
         calibration = load_split(args.data, "train", args.data_dir, args.calibration_images)
     path = export_job(args.model_file, args.format, args.out, calibration_set=calibration,
-                      calibration_method=args.calibration, keep_float=args.keep_float)
+                      calibration_method=args.calibration, keep_float=args.keep_float,
+                      use_model_quantizers=not args.recalibrate)
     before, after = Path(args.model_file).stat().st_size, path.stat().st_size
     print(f"wrote {path} ({args.format}): {after:,} bytes (model file: {before:,} bytes)")
     return 0
