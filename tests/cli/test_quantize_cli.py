@@ -51,7 +51,13 @@ def test_kmeans_with_fine_tuning_json(model_file, tmp_path, capsys):
     (["--bits", "8", "--activation-bits", "9", "--data", "synthetic"], "2..8 or 16"),
     (["--bits", "8", "--activation-bits", "8"], "give --data"),
     (["--bits", "8", "--activation-bits", "8", "--observer", "fixed", "--data", "synthetic"], "invalid choice"),
-    (["--bits", "8", "--observer", "ema"], "apply to --activation-bits"),
+    (["--bits", "8", "--observer", "ema"], "applies to --activation-bits"),
+    ([], "give --bits B, or --mixed-budget-kb"),
+    (["--bits", "4", "--mixed-budget-kb", "10", "--data", "synthetic"], "exclude each other"),
+    (["--mixed-budget-kb", "10"], "give --data"),
+    (["--mixed-budget-kb", "0.5", "--data", "synthetic"], "below the smallest size"),
+    (["--mixed-budget-kb", "50", "--mixed-bits", "4", "9", "--data", "synthetic"], "2..8 or 16"),
+    (["--mixed-budget-kb", "50", "--mixed-criterion", "x", "--data", "synthetic"], "invalid choice"),
     (["--bits", "8", "--activation-bits", "8", "--calibration-images", "0", "--data", "synthetic"],
      "out of range"),
 ])
@@ -88,3 +94,17 @@ def test_activation_bits_with_calibration(model_file, tmp_path, capsys):
     assert all(q.bits == 6 and q.frozen and q.observer.name == "percentile" for q in quantizers.values())
     record = info.history[-1]
     assert record["activation_bits"] == 6 and record["calibration_images"] == 40
+
+
+def test_mixed_precision_fits_the_budget_and_records_the_bits(model_file, tmp_path, capsys):
+    out = tmp_path / "q.safetensors"
+    code = main(["quantize", str(model_file), "--method", "linear", "--per-channel", "--mixed-budget-kb", "40",
+                 "--mixed-bits", "2", "4", "8", "--calibration-images", "64", "--data", "synthetic",
+                 "--json", "--out", str(out)])
+    record = json.loads(capsys.readouterr().out)
+    assert code == 0 and record["mixed_precision"] is True and "bits" not in record
+    assert record["size_bytes"] <= record["budget_bytes"] == 40 * 1024
+    assert set(record["assignment"]) == {"conv2", "conv3"} and set(record["assignment"].values()) <= {2, 4, 8}
+    model, info = load_model(out)
+    assert {name: q.bits for name, q in quantizers_of(model).items()} == record["assignment"]
+    assert info.history[-1]["assignment"] == record["assignment"]

@@ -171,3 +171,26 @@ def test_torchrun_ranks_take_rank_0_codebooks_and_ranges(model_file, tmp_path):
     for key in keys:
         assert torch.equal(rank1[key], rank0[key]), key
         assert torch.equal(rank0[key], alone0[key]), key
+
+
+def test_mixed_precision_meets_a_budget_between_the_uniform_sizes(model_file, tmp_path, data):
+    from deepshrink.pipeline.quantize import MixedPrecision
+    from deepshrink.quant.mixed import model_size_bytes
+
+    model, _ = load_model(model_file)
+    config = QuantConfig("linear", 8, per_channel=True)
+    size = {bits: model_size_bytes(model, {"conv2": bits, "conv3": bits}, config) for bits in (2, 8)}
+    budget = (size[2] + size[8]) // 2
+    out = tmp_path / "q.safetensors"
+    result = quantize_job(model_file, out, config, TrainConfig(epochs=0), train_set=data[0], test_set=data[1],
+                          calibration_images=64, mixed=MixedPrecision(budget, "loss", (2, 8)))
+    record = result.record
+    assert record["size_bytes"] <= budget and record["calibration_images"] == 64
+    assert sorted(record["assignment"].values()) == [2, 8]  # one layer each: both at 8 would not fit
+    quantized, info = load_model(out)
+    assert {name: q.bits for name, q in quantizers_of(quantized).items()} == record["assignment"]
+    assert record["size_bytes"] == model_size_bytes(model, record["assignment"], config)
+    with pytest.raises(UserError, match="needs calibration images"):
+        quantize_job(model_file, tmp_path / "x.safetensors", config, TrainConfig(epochs=0),
+                     mixed=MixedPrecision(budget))
+    assert not (tmp_path / "x.safetensors").exists()

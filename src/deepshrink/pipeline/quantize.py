@@ -1,6 +1,6 @@
-"""The quantize job: load a model file, quantize its weights (and optionally its activations,
-calibrated on training images), optionally fine-tune (QAT for linear quantization, codebook
-fine-tuning for k-means), save it."""
+"""The quantize job: load a model file, quantize its weights (at one bit-width, or per layer
+under a size budget) and optionally its activations (calibrated on training images),
+optionally fine-tune (QAT for linear quantization, codebook fine-tuning for k-means), save it."""
 
 from __future__ import annotations
 
@@ -16,12 +16,31 @@ from deepshrink.errors import UserError
 from deepshrink.models import ModelInfo, save_model
 from deepshrink.pipeline.datasets import open_for_finetune
 from deepshrink.pipeline.evaluate import accuracy_on
-from deepshrink.quant import (KMeansQuantizer, QuantConfig, activation_quantizers_of, calibrate_activations,
-                              quantize_, quantizers_of)
+from deepshrink.quant import (KMeansQuantizer, QuantConfig, activation_quantizers_of, attach_activation_quantizers,
+                              calibrate_activations, quantize_, quantizers_of)
+from deepshrink.quant.mixed import CRITERIA as MIXED_CRITERIA
+from deepshrink.quant.mixed import DEFAULT_BITS, plan_mixed_precision, quantize_mixed_
 from deepshrink.train import Trainer, TrainConfig, TrainHook, resolve_device
 from deepshrink.train.distributed import broadcast_from_main, current
 
 CALIBRATION_IMAGES = 512
+
+
+@dataclass(frozen=True)
+class MixedPrecision:
+    """Per-layer bits chosen under a size budget (see :mod:`deepshrink.quant.mixed`): the whole
+    model must fit ``budget_bytes``; sensitivity by ``criterion`` on the calibration images."""
+
+    budget_bytes: int
+    criterion: str = "loss"
+    bits_options: tuple[int, ...] = DEFAULT_BITS
+
+    def __post_init__(self) -> None:
+        if self.budget_bytes < 1:
+            raise UserError(f"the size budget must be positive, got {self.budget_bytes} bytes")
+        if self.criterion not in MIXED_CRITERIA:
+            raise UserError(f"unknown sensitivity criterion {self.criterion!r}; "
+                            f"choose one of: {', '.join(MIXED_CRITERIA)}")
 
 
 @dataclass(frozen=True)
@@ -35,7 +54,8 @@ def quantize_job(model_file: str | os.PathLike, out: str | os.PathLike, config: 
                  train_config: TrainConfig, *, train_set: ImageDataset | None = None,
                  test_set: ImageDataset | None = None, run_dir: str | os.PathLike | None = None,
                  resume: bool = False, hooks: Sequence[TrainHook] = (),
-                 calibration_images: int = CALIBRATION_IMAGES) -> QuantizeResult:
+                 calibration_images: int = CALIBRATION_IMAGES,
+                 mixed: MixedPrecision | None = None) -> QuantizeResult:
     """Quantize ``model_file``'s weights as ``config`` says and write the model to ``out``.
 
     With ``train_config.epochs == 0`` this is post-training quantization (no data needed for
@@ -43,18 +63,31 @@ def quantize_job(model_file: str | os.PathLike, out: str | os.PathLike, config: 
     ``train_set`` (checkpoints in ``run_dir`` if given; extra ``hooks``, e.g. distillation, take
     part). With ``config.activation_bits`` the activation ranges are first calibrated on the
     first ``calibration_images`` images of ``train_set`` (which is then required), normalised
-    as the model file says. The quantizers are kept in the output.
+    as the model file says. With ``mixed``, ``config.bits`` is ignored: each layer gets the
+    bits that :func:`~deepshrink.quant.mixed.plan_mixed_precision` chooses, its sensitivity
+    measured on those same calibration images. The quantizers are kept in the output.
 
     Under torchrun, k-means codebooks and calibrated ranges are rank 0's on every rank.
     """
-    if config.activation_bits is not None:
+    if config.activation_bits is not None or mixed is not None:
         if train_set is None:
-            raise UserError("quantizing activations needs calibration images: give --data")
+            raise UserError(f"{'quantizing activations' if mixed is None else 'mixed precision'} "
+                            "needs calibration images: give --data")
         if isinstance(calibration_images, bool) or not isinstance(calibration_images, int) or calibration_images < 1:
             raise UserError(f"calibration images must be an integer >= 1, got {calibration_images!r}")
     model, info = open_for_finetune(model_file, train_config.epochs, train_config.device, train_set, test_set)
     torch.manual_seed(train_config.seed)
-    quantize_(model, config)
+    mixed_record = None
+    if mixed is None:
+        quantize_(model, config)
+    else:
+        calibration = train_set.subset(min(calibration_images, len(train_set)))
+        assignment, mixed_record = plan_mixed_precision(
+            model, info, config, mixed.budget_bytes, calibration, bits_options=mixed.bits_options,
+            criterion=mixed.criterion, device=train_config.device, batch_size=train_config.eval_batch_size)
+        quantize_mixed_(model.cpu(), _bits_from_main(assignment), config)
+        if config.activation_bits is not None:
+            attach_activation_quantizers(model, list(assignment), config.activation_bits, config.activation_observer)
     layers = list(quantizers_of(model))
     if not layers:
         raise UserError(f"{model_file}: no Conv2d/Linear layer left to quantize after the exclusions")
@@ -62,6 +95,9 @@ def quantize_job(model_file: str | os.PathLike, out: str | os.PathLike, config: 
     model.to(device)
     share_codebooks_from_main(model)
     record = {"stage": "quantize", **config.to_dict(), "finetune_epochs": train_config.epochs, "layers": layers}
+    if mixed_record is not None:
+        record.update(mixed_record)
+        del record["bits"]  # per layer, in the assignment
     if config.activation_bits is not None:
         calibration = train_set.subset(min(calibration_images, len(train_set)))
         record["calibration_images"] = calibrate_on(model, info, calibration, device,
@@ -101,6 +137,14 @@ def share_codebooks_from_main(model: nn.Module) -> None:
         if isinstance(quantizer, KMeansQuantizer):
             found[f"{name}.centroids"], found[f"{name}.indices"] = quantizer.centroids.data, quantizer.indices
     _share_from_main(found)
+
+
+def _bits_from_main(assignment: dict[str, int]) -> dict[str, int]:
+    """Under torchrun, rank 0's bit assignment on every rank (sensitivities measured on each
+    rank may round differently); the assignment itself in a single process."""
+    bits = {name: torch.tensor(value) for name, value in assignment.items()}
+    _share_from_main(bits)
+    return {name: int(value) for name, value in bits.items()}
 
 
 def _activation_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
