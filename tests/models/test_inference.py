@@ -68,3 +68,12 @@ class _DataDependent(nn.Module):
 def test_untraceable_model_is_a_user_error():
     with pytest.raises(UserError, match="not traceable"):
         fold_batchnorm(_DataDependent())
+
+
+def test_models_with_forward_hooks_are_refused_rather_than_silently_changed():
+    from deepshrink.quant.activation import attach_activation_quantizers
+
+    model = build_model(make_spec("digits-cnn", in_channels=3, image_size=16)).eval()
+    attach_activation_quantizers(model, ["conv2"], bits=8)
+    with pytest.raises(UserError, match="conv2 has forward hooks"):
+        inference_copy(model)

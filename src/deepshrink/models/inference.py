@@ -26,6 +26,10 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     one convolution (BatchNorms after something else are kept). ``model`` is not changed."""
     from torch.fx.experimental.optimization import fuse
 
+    hooked = [name for name, m in model.named_modules() if m._forward_pre_hooks or m._forward_hooks]
+    if hooked:  # a traced graph calls modules without their hooks: e.g. activation quantizers would vanish
+        raise UserError(f"cannot fold BatchNorm: {hooked[0]} has forward hooks (activation quantizers?), "
+                        "which torch.fx would drop")
     try:
         return fuse(baked_copy(model))
     except Exception as error:  # torch.fx tracing failures have many types
