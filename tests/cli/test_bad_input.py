@@ -5,6 +5,7 @@ import torch
 
 from deepshrink.cli import main
 from deepshrink.models import InputSpec, ModelInfo, build_model, make_spec, save_model
+from deepshrink.models.early_exit import early_exit_spec
 
 
 @pytest.fixture(scope="module")
@@ -17,6 +18,9 @@ def files(tmp_path_factory):
     spec10 = make_spec("digits-cnn", num_classes=10, in_channels=3, image_size=16)
     save_model(root / "ten_classes.safetensors", build_model(spec10),
                ModelInfo(spec10, InputSpec((3, 16, 16), (0.5,) * 3, (0.2,) * 3)))
+    exits = early_exit_spec(spec, ["bn1", "pool"])
+    save_model(root / "exits.safetensors", build_model(exits),
+               ModelInfo(exits, InputSpec((3, 16, 16), (0.5,) * 3, (0.2,) * 3), dataset="synthetic"))
     (root / "garbage.safetensors").write_bytes(b"\x00\x01garbage" * 10)
     (root / "text.csv").write_text("a,b\n1,x\n")
     return root
@@ -24,6 +28,7 @@ def files(tmp_path_factory):
 
 def _cases(f):
     model, out = str(f / "synthetic.safetensors"), str(f / "out" / "result")
+    exits = str(f / "exits.safetensors")
     return [
         # train
         (["train", "--model", "nope", "--data", "synthetic", "--out", out], "invalid choice"),
@@ -34,6 +39,26 @@ def _cases(f):
         (["train", "--init", str(f / "ten_classes.safetensors"), "--data", "synthetic", "--out", out], "10 classes"),
         (["train", "--model", "digits-cnn", "--data", "synthetic", "--out", out, "--kd-alpha", "0.5"], "--teacher"),
         (["train", "--model", "digits-cnn", "--data", "synthetic", "--out", out, "--teacher", str(f / "garbage.safetensors")], "not a model file"),
+        # train with early exits
+        (["train", "--model", "digits-cnn", "--data", "synthetic", "--out", out, "--early-exits", "nope"], "unknown: nope"),
+        (["train", "--model", "digits-cnn", "--data", "synthetic", "--out", out, "--early-exits", "pool", "bn1"], "forward order"),
+        (["train", "--model", "digits-cnn", "--data", "synthetic", "--out", out, "--exit-weights", "1"], "--early-exits"),
+        (["train", "--model", "digits-cnn", "--data", "synthetic", "--out", out, "--early-exits", "pool",
+          "--exit-weights", "1", "2"], "2 early-exit loss weights for 1 exits"),
+        (["train", "--model", "digits-cnn", "--data", "synthetic", "--out", out, "--early-exits", "pool",
+          "--exit-weights", "-1"], "out of range"),
+        (["train", "--init", exits, "--data", "synthetic", "--out", out, "--early-exits", "bn1"], "already has early exits"),
+        # early-exit-sweep
+        (["early-exit-sweep", model, "--data", "synthetic"], "has no early exits"),
+        (["early-exit-sweep", exits, "--data", "synthetic", "--thresholds", "0.5", "1.5"], "out of range: 1.5"),
+        (["early-exit-sweep", exits, "--data", "synthetic", "--rule", "entropy", "--thresholds", "-0.1"], "out of range: -0.1"),
+        (["early-exit-sweep", exits, "--data", "synthetic", "--rule", "entropy", "--thresholds", "1.4"], "ln 4"),
+        (["early-exit-sweep", exits, "--data", "synthetic", "--thresholds", "nan"], "out of range"),
+        (["early-exit-sweep", exits, "--data", "synthetic", "--thresholds", "high"], "not a number"),
+        (["early-exit-sweep", exits, "--data", "synthetic", "--rule", "margin"], "invalid choice"),
+        (["early-exit-sweep", exits, "--data", "digits"], "expects 3x16x16"),
+        (["early-exit-sweep", exits, "--data", "synthetic", "--plot", out + ".png", "--thresholds", "2"], "out of range"),
+        (["prune", exits, "--structured", "--criterion", "l1", "--ratio", "0.5", "--out", out], "early exits"),
         # eval / bench / report
         (["eval", str(f / "garbage.safetensors"), "--data", "synthetic"], "not a model file"),
         (["eval", model, "--data", "digits"], "expects 3x16x16"),

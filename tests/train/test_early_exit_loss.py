@@ -59,13 +59,26 @@ def test_the_trainer_trains_the_exits_only_through_the_hook():
     assert joint_loss > alone_loss + 2.0  # two more cross-entropies, each about log(4) at the start
 
 
-def test_refuses_a_plain_model_wrong_weights_and_an_output_folder(tmp_path):
+def test_refuses_a_plain_model_wrong_weights_and_an_output_folder_without_the_spec(tmp_path):
     config = TrainConfig()
     with pytest.raises(UserError, match="EarlyExitModel"):
         EarlyExitLoss().on_fit_start(SimpleNamespace(model=nn.Linear(2, 2), config=config, out_dir=None))
     with pytest.raises(UserError, match="weights"):
         EarlyExitLoss([1.0]).on_fit_start(SimpleNamespace(model=_model(), config=config, out_dir=None))
-    with pytest.raises(UserError, match="output folder"):
-        EarlyExitLoss().on_fit_start(SimpleNamespace(model=_model(), config=config, out_dir=tmp_path))
+    with pytest.raises(UserError, match="early-exit spec"):  # its model files would not reload
+        EarlyExitLoss().on_fit_start(SimpleNamespace(model=_model(), config=config, out_dir=tmp_path, info=None))
     with pytest.raises(UserError):
         EarlyExitLoss([-1.0, 1.0])
+
+
+def test_an_output_folder_is_fine_with_the_models_early_exit_spec(tmp_path):
+    from deepshrink.models import InputSpec, ModelInfo, make_spec
+    from deepshrink.models.early_exit import early_exit_spec
+
+    backbone = make_spec("digits-cnn", num_classes=4, in_channels=3, image_size=16)
+    model = _model()
+    right = ModelInfo(early_exit_spec(backbone, ["stage1", "stage2"]), InputSpec((3, 16, 16), (0.5,) * 3, (0.2,) * 3))
+    wrong = ModelInfo(early_exit_spec(backbone, ["stage1"]), right.input)
+    EarlyExitLoss().on_fit_start(SimpleNamespace(model=model, config=TrainConfig(), out_dir=tmp_path, info=right))
+    with pytest.raises(UserError, match="early-exit spec"):
+        EarlyExitLoss().on_fit_start(SimpleNamespace(model=model, config=TrainConfig(), out_dir=tmp_path, info=wrong))

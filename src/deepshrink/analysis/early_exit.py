@@ -7,15 +7,21 @@ from :func:`deepshrink.analysis.costs.model_costs` (one input, forward order of 
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 
 from deepshrink.analysis.costs import model_costs
-from deepshrink.models.early_exit import EarlyExitModel, leaves_at
+from deepshrink.errors import UserError
+from deepshrink.files import atomic_path
+from deepshrink.models.early_exit import CRITERIA, EarlyExitModel, leaves_at
 
-__all__ = ["SweepPoint", "collect_exit_logits", "exit_macs", "first_exits", "threshold_sweep"]
+__all__ = ["SweepPoint", "backbone_macs", "check_thresholds", "collect_exit_logits", "default_thresholds",
+           "exit_macs", "first_exits", "plot_sweep", "sweep_logits", "threshold_sweep"]
 
 
 @dataclass(frozen=True)
@@ -79,12 +85,73 @@ def threshold_sweep(model: EarlyExitModel, batches: Iterable[tuple[torch.Tensor,
     Gives what :meth:`EarlyExitModel.predict_with_exits` would predict at each threshold.
     """
     logits, labels = collect_exit_logits(model, batches, device)
-    macs = torch.tensor(exit_macs(model), dtype=torch.float64)
+    return sweep_logits(logits, labels, exit_macs(model), thresholds, criterion)
+
+
+def sweep_logits(logits: torch.Tensor, labels: torch.Tensor, macs: Sequence[float],
+                 thresholds: Sequence[float], criterion: str = "confidence") -> list[SweepPoint]:
+    """:func:`threshold_sweep` on collected logits (N, exits + 1, classes), labels (N,) and the
+    MACs of leaving at each exit (:func:`exit_macs`)."""
+    costs = torch.tensor(list(macs), dtype=torch.float64)
     points = []
     for threshold in thresholds:
         taken = first_exits(logits, threshold, criterion)
         predicted = logits[torch.arange(len(taken)), taken].argmax(dim=1)
         fractions = torch.bincount(taken, minlength=logits.shape[1]).double() / max(len(taken), 1)
         points.append(SweepPoint(float(threshold), float((predicted == labels).double().mean()),
-                                 float(fractions @ macs), fractions.tolist()))
+                                 float(fractions @ costs), fractions.tolist()))
     return points
+
+
+def backbone_macs(model: EarlyExitModel) -> int:
+    """MACs of one input through the backbone alone (the model without its exits)."""
+    return model_costs(model.backbone, model.input_shape).totals["macs"]
+
+
+def check_thresholds(thresholds: Sequence[float], criterion: str, num_classes: int) -> None:
+    """A :class:`UserError` unless every threshold lies in the criterion's range: a confidence
+    (max softmax probability) in [0, 1], an entropy in [0, ln num_classes] nats."""
+    if criterion not in CRITERIA:
+        raise UserError(f"unknown exit criterion {criterion!r}; choose one of: {', '.join(CRITERIA)}")
+    if not thresholds:
+        raise UserError("give at least one threshold")
+    high = 1.0 if criterion == "confidence" else math.log(num_classes)
+    bad = [t for t in thresholds if not 0.0 <= t <= high]
+    if bad:
+        unit = "" if criterion == "confidence" else f" nats (ln {num_classes})"
+        raise UserError(f"{criterion} thresholds must lie in [0, {high:.4g}]{unit}; "
+                        f"out of range: {', '.join(f'{t:g}' for t in bad)}")
+
+
+def default_thresholds(criterion: str, num_classes: int) -> list[float]:
+    """A sweep from eager to cautious: confidences 0.5..0.999, or entropies as shares of ln num_classes."""
+    if criterion == "confidence":
+        return [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999]
+    top = math.log(num_classes)
+    return [round(share * top, 4) for share in (0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01)]
+
+
+def plot_sweep(points: Sequence[SweepPoint], path: str | os.PathLike, *, full_macs: float,
+               full_accuracy: float, criterion: str = "confidence") -> Path:
+    """A PNG: top-1 accuracy (%) against average MACs per input (% of ``full_macs``, the model
+    without exits), one labelled point per threshold and the model without exits as a star."""
+    from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
+
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    points = sorted(points, key=lambda p: p.avg_macs)
+    xs = [100 * p.avg_macs / full_macs for p in points]
+    ys = [100 * p.accuracy for p in points]
+    ax.plot(xs, ys, marker="o", label=f"early exits ({criterion} threshold)")
+    for x, y, point in zip(xs, ys, points):
+        ax.annotate(f"{point.threshold:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize="x-small")
+    ax.plot([100.0], [100 * full_accuracy], marker="*", markersize=12, linestyle="none", label="without exits")
+    ax.set_xlabel("average MACs per image (% of the model without exits)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return path

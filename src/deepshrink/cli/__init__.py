@@ -6,11 +6,13 @@ import os
 import sys
 from typing import Sequence
 
-from deepshrink.cli import bench, decode, demo, encode, evaluate, export, import_pretrained, prune, quantize, report, run, sparse_opt, train
+from deepshrink.cli import (bench, decode, demo, early_exit_sweep, encode, evaluate, export, import_pretrained, prune, quantize,
+                            report, run, sparse_opt, train)
 from deepshrink.cli.args import Parser
 from deepshrink.errors import UserError
 
-COMMANDS = (demo, train, evaluate, bench, import_pretrained, prune, report, sparse_opt, encode, decode, quantize, export, run)
+COMMANDS = (demo, train, evaluate, bench, import_pretrained, prune, report, sparse_opt, encode, decode, quantize, export, run,
+            early_exit_sweep)
 
 
 def build_parser() -> Parser:

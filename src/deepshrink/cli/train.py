@@ -7,6 +7,7 @@ import argparse
 from deepshrink.cli.args import (add_data_args, add_distill_args, distill_hooks, key_value, nonneg_float, nonneg_int, positive_float,
                                  positive_int, set_threads, unit_interval)
 from deepshrink.models import model_names
+from deepshrink.models.early_exit import EARLY_EXIT_ARCH
 from deepshrink.pipeline.datasets import load_split
 from deepshrink.pipeline.train import train_job
 from deepshrink.train import TrainConfig
@@ -48,6 +49,11 @@ def register(sub) -> None:
                    help="forward pass under autocast to float16 (with dynamic loss scaling) or "
                         "bfloat16; weights stay float32")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--early-exits", nargs="+", metavar="POINT",
+                   help="add exit heads (pool + linear) after these backbone modules, in forward order "
+                        "(e.g. layer1 layer2), trained jointly with the backbone")
+    p.add_argument("--exit-weights", type=nonneg_float, nargs="+", metavar="W",
+                   help="loss weight of each exit (default 1 each); the final classifier weighs 1")
     add_distill_args(p)
     p.set_defaults(run=run)
 
@@ -64,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, eval_every=args.eval_every, device=args.device, precision=args.precision)
     trainer, result = train_job(train_set, test_set, config, model_name=args.model,
                                 model_options=dict(args.model_opt), init_from=args.init,
-                                out_dir=args.out, resume=args.resume, hooks=distill_hooks(args, train_set))
+                                out_dir=args.out, resume=args.resume, hooks=distill_hooks(args, train_set),
+                                early_exits=args.early_exits, exit_weights=args.exit_weights)
     if not trainer.dist.is_main:
         return 0
     for record in result.history:
@@ -76,5 +83,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"final test top-1 {100 * result.final.top1:.2f}% "
               f"(best {100 * result.best_top1:.2f}% at epoch {result.best_epoch})")
     print(f"model written to {args.out}/model.safetensors")
+    if trainer.info.arch.name == EARLY_EXIT_ARCH:
+        print(f"early exits at {', '.join(trainer.info.arch.kwargs['exit_points'])}: "
+              "`deepshrink early-exit-sweep` measures accuracy against MACs per threshold")
     return 0
 

@@ -14,6 +14,7 @@ from deepshrink.models.file import InputSpec, ModelInfo, load_model, read_info, 
 
 # Importing the zoo modules registers their builders.
 from deepshrink.models import zoo  # noqa: F401,E402
+from deepshrink.models import early_exit  # noqa: F401,E402  (registers the "early-exit" wrapper)
 
 __all__ = [
     "ArchSpec",

@@ -10,23 +10,33 @@ batch, so the rest of the backbone runs only on the others.
 
 The exit points must lie on the backbone's main path: everything after an exit point may
 depend on the batch only through that point's output (true of a stage of a ResNet, not of a
-module inside a residual block). The wrapper is a Python-level object: it is not yet saved
-to model files.
+module inside a residual block).
+
+In model files the wrapper is the registered architecture ``early-exit`` (not in the zoo
+list): its ``kwargs`` hold the backbone's own spec and the exit points,
+``{"num_classes": 10, "in_channels": 3, "image_size": 32, "exit_points": ["layer1", "layer2"],
+"backbone": {"name": "resnet20", "kwargs": {...}}}``, so ``build_model`` rebuilds it and
+``load_model`` loads it like any other model. :func:`early_exit_spec` makes that spec and
+:func:`add_exits` wraps an already built (trained) backbone.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import json
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from deepshrink.errors import UserError
+from deepshrink.models.registry import ArchSpec, build_model, register_model
 
-__all__ = ["CRITERIA", "EarlyExitModel", "ExitHead", "exit_score", "leaves_at"]
+__all__ = ["CRITERIA", "EARLY_EXIT_ARCH", "EarlyExitModel", "ExitHead", "add_exits", "build_early_exit",
+           "early_exit_spec", "exit_score", "leaves_at"]
 
 CRITERIA = ("confidence", "entropy")
+EARLY_EXIT_ARCH = "early-exit"  # the registry name of the wrapper in model files
 
 
 class ExitHead(nn.Sequential):
@@ -77,6 +87,17 @@ class _Router:
         return ~leave
 
 
+class _ExitHook:
+    """The forward hook of exit ``index``. An object rather than a closure, so that
+    ``copy.deepcopy`` of the wrapper gives hooks that call the copy, not the original."""
+
+    def __init__(self, model: "EarlyExitModel", index: int) -> None:
+        self.model, self.index = model, index
+
+    def __call__(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        return self.model._at_exit_point(self.index, output)
+
+
 class EarlyExitModel(nn.Module):
     """``backbone`` with exit heads after the modules named in ``exit_points`` (in forward order).
 
@@ -98,7 +119,7 @@ class EarlyExitModel(nn.Module):
         self._router: _Router | None = None
         modules = dict(backbone.named_modules())
         for index, name in enumerate(self.exit_points):
-            modules[name].register_forward_hook(self._exit_hook(index))
+            modules[name].register_forward_hook(_ExitHook(self, index))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> the backbone's logits; ``self.exit_logits`` gets each exit's (N, classes)."""
@@ -130,15 +151,13 @@ class EarlyExitModel(nn.Module):
             self.train(was_training)
         return router.predictions, router.exits
 
-    def _exit_hook(self, index: int):
-        def hook(module: nn.Module, inputs: tuple, output: torch.Tensor):
-            if self._collecting:
-                self.exit_logits.append(self.exits[index](output))
-            elif self._router is not None:
-                return output[self._router.take(index, self.exits[index](output))]
-            return None  # the backbone called on its own
-
-        return hook
+    def _at_exit_point(self, index: int, output: torch.Tensor) -> torch.Tensor | None:
+        """What exit point ``index`` does with its module's output (called by its forward hook)."""
+        if self._collecting:
+            self.exit_logits.append(self.exits[index](output))
+        elif self._router is not None:
+            return output[self._router.take(index, self.exits[index](output))]
+        return None  # the backbone called on its own
 
     @torch.no_grad()
     def _exit_channels(self) -> list[int]:
@@ -146,8 +165,9 @@ class EarlyExitModel(nn.Module):
         modules = dict(self.backbone.named_modules())
         unknown = [name for name in self.exit_points if name not in modules]
         if unknown or not self.exit_points or len(set(self.exit_points)) < len(self.exit_points):
+            top = ", ".join(name for name, _ in self.backbone.named_children())
             raise UserError(f"exit points must name distinct modules of the backbone, got {self.exit_points}"
-                            + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+                            + (f"; unknown: {', '.join(unknown)} (its top-level modules: {top})" if unknown else ""))
         calls: list[tuple[str, torch.Size]] = []
         handles = [modules[name].register_forward_hook(
             lambda m, i, out, name=name: calls.append((name, out.shape))) for name in self.exit_points]
@@ -170,3 +190,46 @@ class EarlyExitModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"exit_points={self.exit_points}"
+
+
+def early_exit_spec(backbone: ArchSpec, exit_points: Sequence[str]) -> ArchSpec:
+    """The ``early-exit`` spec of ``backbone`` (a zoo spec with ``num_classes``, ``in_channels``
+    and ``image_size``) with heads after ``exit_points``; checked when it is built."""
+    if backbone.name == EARLY_EXIT_ARCH:
+        raise UserError("this model already has early exits")
+    missing = [k for k in ("num_classes", "in_channels", "image_size") if k not in backbone.kwargs]
+    if missing:
+        raise UserError(f"early exits need the backbone's {', '.join(missing)} in its architecture spec")
+    kwargs = {k: int(backbone.kwargs[k]) for k in ("num_classes", "in_channels", "image_size")}
+    spec = ArchSpec(EARLY_EXIT_ARCH, {**kwargs, "exit_points": [str(p) for p in exit_points],
+                                      "backbone": backbone.to_dict()})
+    json.dumps(spec.to_dict())  # must be plain data
+    return spec
+
+
+def add_exits(backbone: nn.Module, spec: ArchSpec, exit_points: Sequence[str]) -> tuple[EarlyExitModel, ArchSpec]:
+    """Wrap an already built ``backbone`` (e.g. a trained one) described by ``spec``; returns the
+    wrapper, with freshly initialised heads, and its ``early-exit`` spec."""
+    exit_spec = early_exit_spec(spec, exit_points)
+    kw = exit_spec.kwargs
+    model = EarlyExitModel(backbone, kw["exit_points"], kw["num_classes"],
+                           input_shape=(kw["in_channels"], kw["image_size"], kw["image_size"]))
+    return model, exit_spec
+
+
+@register_model(EARLY_EXIT_ARCH, description="a zoo backbone with early-exit heads (see early_exit_spec)",
+                default_input=(3, 32, 32), zoo=False)
+def build_early_exit(num_classes: int, in_channels: int, image_size: int, exit_points: list[str],
+                     backbone: dict[str, Any]) -> EarlyExitModel:
+    """The wrapper of ``early_exit_spec``: builds ``backbone`` (a spec as a dict) and adds the heads."""
+    spec = ArchSpec.from_dict(backbone)
+    if spec.name == EARLY_EXIT_ARCH:
+        raise UserError("an early-exit backbone cannot itself be an early-exit model")
+    declared = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
+    differ = [f"{k} {v} vs {spec.kwargs.get(k)}" for k, v in declared.items() if spec.kwargs.get(k) != v]
+    if differ:
+        raise UserError(f"the early-exit spec and its backbone disagree: {'; '.join(differ)}")
+    if not isinstance(exit_points, list) or not all(isinstance(p, str) for p in exit_points):
+        raise UserError(f"exit_points must be a list of module names, got {exit_points!r}")
+    return EarlyExitModel(build_model(spec), exit_points, num_classes,
+                          input_shape=(in_channels, image_size, image_size))

@@ -23,12 +23,14 @@ Builder = Callable[..., nn.Module]
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One zoo entry: the builder, a one-line description, the default input (C, H, W)."""
+    """One registry entry: the builder, a one-line description, the default input (C, H, W);
+    ``zoo`` is False for wrappers of another spec (early exits), built only from model files."""
 
     name: str
     builder: Builder
     description: str
     default_input: tuple[int, int, int]
+    zoo: bool = True
 
 
 @dataclass(frozen=True)
@@ -62,21 +64,21 @@ class ArchSpec:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, *, description: str, default_input: tuple[int, int, int]):
-    """Decorator adding a builder to the zoo under ``name``."""
+def register_model(name: str, *, description: str, default_input: tuple[int, int, int], zoo: bool = True):
+    """Decorator adding a builder to the registry under ``name`` (listed in the zoo unless ``zoo=False``)."""
 
     def decorate(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelEntry(name, builder, description, tuple(default_input))
+        _REGISTRY[name] = ModelEntry(name, builder, description, tuple(default_input), zoo)
         return builder
 
     return decorate
 
 
 def model_names() -> list[str]:
-    """All zoo names, sorted."""
-    return sorted(_REGISTRY)
+    """All zoo names (what ``train --model`` offers), sorted; wrappers registered with ``zoo=False`` are left out."""
+    return sorted(name for name, entry in _REGISTRY.items() if entry.zoo)
 
 
 def get_entry(name: str) -> ModelEntry:

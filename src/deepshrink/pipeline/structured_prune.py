@@ -16,7 +16,9 @@ from typing import Any, Sequence
 import torch
 
 from deepshrink.data import ImageDataset
+from deepshrink.errors import UserError
 from deepshrink.models import ModelInfo, save_model
+from deepshrink.models.early_exit import EarlyExitModel
 from deepshrink.pipeline.datasets import open_for_finetune
 from deepshrink.pipeline.evaluate import accuracy_on
 from deepshrink.prune.structured import StructuredSettings, prune_channels, pruned_spec
@@ -45,6 +47,9 @@ def structured_prune_job(model_file: str | os.PathLike, out: str | os.PathLike, 
     """
     settings.check()
     model, info = open_for_finetune(model_file, config.epochs, config.device, train_set, test_set)
+    if isinstance(model, EarlyExitModel):  # the channel graph does not see the heads behind forward hooks
+        raise UserError(f"{model_file} has early exits, which structured pruning cannot resize; "
+                        "prune the model before adding exits")
     top1_before = accuracy_on(model, info, test_set, config.device, config.eval_batch_size) if test_set else None
     model.cpu()
     result = prune_channels(model, tuple(info.input.shape), settings)

@@ -9,10 +9,13 @@ import torch
 
 from deepshrink.data import ImageDataset
 from deepshrink.models import InputSpec, ModelInfo, build_model, make_spec
+from deepshrink.errors import UserError
+from deepshrink.models.early_exit import EarlyExitModel, add_exits
 from deepshrink.models.file import load_model
 from deepshrink.pipeline.datasets import check_fits
 from deepshrink.train import DistillationHook, Trainer, TrainConfig, TrainHook, TrainResult
 from deepshrink.train.distributed import init_from_env
+from deepshrink.train.early_exit import EarlyExitLoss
 
 
 def new_model_info(model_name: str, dataset: ImageDataset, options: dict[str, Any] | None = None) -> ModelInfo:
@@ -27,9 +30,14 @@ def new_model_info(model_name: str, dataset: ImageDataset, options: dict[str, An
 def train_job(train_set: ImageDataset, test_set: ImageDataset | None, config: TrainConfig, *,
               model_name: str | None = None, model_options: dict[str, Any] | None = None,
               init_from: str | os.PathLike | None = None, out_dir: str | os.PathLike | None = None,
-              resume: bool = False, hooks: Sequence[TrainHook] = ()) -> tuple[Trainer, TrainResult]:
+              resume: bool = False, hooks: Sequence[TrainHook] = (),
+              early_exits: Sequence[str] | None = None,
+              exit_weights: Sequence[float] | None = None) -> tuple[Trainer, TrainResult]:
     """Train a new zoo model (``model_name``) or continue from a model file (``init_from``).
 
+    ``early_exits`` (backbone module names, in forward order) adds exit heads to the zoo model
+    or to the model file's model; an early-exit model, new or loaded, trains jointly with
+    :class:`~deepshrink.train.early_exit.EarlyExitLoss` (``exit_weights``: one per exit, default 1).
     The model's initial weights come from ``torch.manual_seed(config.seed)``. Under torchrun
     the process joins the process group first (see :mod:`deepshrink.train.distributed`).
     Returns the trainer (its ``model`` and ``info`` are the result) and the outcome.
@@ -44,6 +52,15 @@ def train_job(train_set: ImageDataset, test_set: ImageDataset | None, config: Tr
     else:
         info = new_model_info(model_name, train_set, model_options)
         model = build_model(info.arch)
+    if early_exits:
+        if isinstance(model, EarlyExitModel):
+            raise UserError(f"{init_from} already has early exits at {', '.join(model.exit_points)}; "
+                            "continue it without --early-exits")
+        model, info.arch = add_exits(model, info.arch, early_exits)
+    if isinstance(model, EarlyExitModel):
+        hooks = [*hooks, EarlyExitLoss(exit_weights)]
+    elif exit_weights is not None:
+        raise UserError("exit weights need early exits (--early-exits)")
     trainer = Trainer(model, train_set, test_set, config, out_dir=out_dir, info=info, hooks=hooks)
     return trainer, trainer.fit(resume=resume)
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from deepshrink.errors import UserError
-from deepshrink.models.early_exit import EarlyExitModel
+from deepshrink.models.early_exit import EARLY_EXIT_ARCH, EarlyExitModel
 from deepshrink.train.hooks import TrainHook
 
 if TYPE_CHECKING:
@@ -21,8 +21,9 @@ class EarlyExitLoss(TrainHook):
     """loss = CE(final) + Σ_i weights[i]·CE(exit i), for a trainer whose model is an
     :class:`~deepshrink.models.early_exit.EarlyExitModel` (weights default to 1 each).
 
-    The exits use the trainer's label smoothing, like the final classifier. Early-exit models
-    are not saved to model files yet, so the trainer must run without an output folder.
+    The exits use the trainer's label smoothing, like the final classifier. With an output
+    folder the trainer's ``info.arch`` must be the model's ``early-exit`` spec
+    (:func:`~deepshrink.models.early_exit.early_exit_spec`), so that its model files reload.
     """
 
     def __init__(self, weights: Sequence[float] | None = None):
@@ -36,8 +37,11 @@ class EarlyExitLoss(TrainHook):
             raise UserError("the early-exit loss needs an EarlyExitModel to train")
         if self.weights is not None and len(self.weights) != len(model.exits):
             raise UserError(f"{len(self.weights)} early-exit loss weights for {len(model.exits)} exits")
-        if trainer.out_dir is not None:
-            raise UserError("early-exit models cannot be written to model files yet; train without an output folder")
+        info = getattr(trainer, "info", None)
+        if trainer.out_dir is not None and (info is None or info.arch.name != EARLY_EXIT_ARCH
+                                            or info.arch.kwargs.get("exit_points") != model.exit_points):
+            raise UserError("the model files of an early-exit model need its early-exit spec "
+                            "(deepshrink.models.early_exit.early_exit_spec) as the trainer's info.arch")
 
     def loss(self, trainer: "Trainer", inputs: torch.Tensor, targets: torch.Tensor,
              outputs: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
