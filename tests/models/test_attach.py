@@ -83,3 +83,176 @@ def test_copy_model_can_be_unparametrized_without_touching_the_original():
     clone_conv = next(m for m in clone.modules() if isinstance(m, nn.Conv2d))
     parametrize.remove_parametrizations(clone_conv, "weight")
     assert parametrize.is_parametrized(conv) and conv.weight.shape == clone_conv.weight.shape
+
+
+# --- hooked submodules -----------------------------------------------------------------------
+
+from deepshrink.models.attach import (HookedRole, attach_hooked, describe_hooked_submodules,  # noqa: E402
+                                      detach_hooked_submodules, hooked_submodules_of, register_hooked_submodule,
+                                      restore_hooked_submodules)
+
+
+def add_to_input_hook(module, args):
+    return (module.input_offset(args[0]), *args[1:])
+
+
+def add_to_output_hook(module, args, output):
+    return module.output_offset(output)
+
+
+@register_hooked_submodule("test-offset")
+class Offset(nn.Module):
+    """Adds ``scale * offset`` to a tensor (offset: a buffer, scale: a constructor argument)."""
+
+    roles = {"input": HookedRole("input_offset", add_to_input_hook, pre=True),
+             "output": HookedRole("output_offset", add_to_output_hook, pre=False)}
+
+    def __init__(self, scale: float = 1.0):
+        super().__init__()
+        self.scale = scale
+        self.register_buffer("offset", torch.zeros(()))
+
+    def forward(self, x):
+        return x + self.scale * self.offset
+
+    def spec(self):
+        return {"scale": self.scale}
+
+    @classmethod
+    def from_spec(cls, args):
+        return cls(**args)
+
+
+def _two_layers():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+
+
+def _with_offsets(model):
+    first, last = Offset(2.0), Offset(0.5)
+    first.offset.fill_(0.25)
+    last.offset.fill_(-3.0)
+    attach_hooked(model[0], "input", first)
+    attach_hooked(model[2], "output", last)
+    return model
+
+
+def test_hooks_run_the_submodules_as_their_roles_say():
+    model = _with_offsets(_two_layers())
+    x = torch.randn(5, 3)
+    plain = _two_layers()  # the same weights (the same seed), no hooks
+    expected = plain(x + 2.0 * 0.25) - 0.5 * 3.0
+    assert torch.allclose(model(x), expected)
+    assert [(name, role) for name, role, _ in hooked_submodules_of(model, "test-offset")] == [("0", "input"),
+                                                                                              ("2", "output")]
+    assert hooked_submodules_of(model, "test-never-registered") == []
+
+
+def test_new_submodules_follow_their_modules_mode():
+    model = _two_layers()
+    attach_hooked(model[0], "input", Offset())
+    assert not model[0].input_offset.training
+    with pytest.raises(ValueError, match="already has"):
+        attach_hooked(model[0], "input", Offset())
+
+
+def test_describe_restore_round_trip_through_json():
+    import json
+
+    model = _with_offsets(_two_layers())
+    records = json.loads(json.dumps(describe_hooked_submodules(model, "test-offset")))
+    assert records == [{"module": "0", "role": "input", "args": {"scale": 2.0}},
+                       {"module": "2", "role": "output", "args": {"scale": 0.5}}]
+    clone = _two_layers()
+    restore_hooked_submodules(clone, "test-offset", records)
+    assert float(clone[0].input_offset.offset) == 0.0  # placeholders: buffers come with the state dict
+    clone.load_state_dict(model.state_dict())
+    x = torch.randn(4, 3)
+    assert torch.equal(clone(x), model(x))
+    assert describe_hooked_submodules(clone, "test-offset") == records
+
+
+def test_detach_removes_submodules_and_hooks():
+    model = _with_offsets(_two_layers())
+    detach_hooked_submodules(model, "test-offset")
+    assert hooked_submodules_of(model, "test-offset") == []
+    assert not model[0]._forward_pre_hooks and not model[2]._forward_hooks
+    x = torch.randn(2, 3)
+    assert torch.equal(model(x), _two_layers()(x))
+
+
+def test_copies_call_their_own_submodules():
+    from deepshrink.models.attach import copy_model
+
+    model = _with_offsets(_two_layers())
+    clone = copy_model(model)
+    clone[0].input_offset.offset.fill_(10.0)
+    x = torch.randn(2, 3)
+    assert torch.allclose(clone(x), _two_layers()(x + 20.0) - 1.5)
+    assert torch.allclose(model(x), _two_layers()(x + 0.5) - 1.5)
+
+
+def test_bad_records_and_registrations():
+    model = _with_offsets(_two_layers())
+    with pytest.raises(UserError, match="does not know"):
+        restore_hooked_submodules(_two_layers(), "test-no-such-kind", [])
+    for record in ({"module": "7", "role": "input"}, {"module": "0", "role": "sideways"}, {"role": "input"}, None):
+        with pytest.raises(UserError, match="does not have"):
+            restore_hooked_submodules(_two_layers(), "test-offset", [record])
+    with pytest.raises(UserError, match="two input offsets"):
+        restore_hooked_submodules(model, "test-offset", [{"module": "0", "role": "input", "args": {}}])
+    with pytest.raises(ValueError, match="registered twice"):
+        register_hooked_submodule("test-offset")(type("Other", (Offset,), {}))
+    with pytest.raises(TypeError, match="lacks roles"):
+        register_hooked_submodule("test-no-roles")(ChannelScale)
+
+
+def test_the_model_layer_imports_no_stage_above_it():
+    """``deepshrink.models`` is the lower layer: no module of it imports (even lazily, inside a
+    function) the packages that build on it."""
+    import ast
+    from pathlib import Path
+
+    import deepshrink.models
+
+    above = ("deepshrink.prune", "deepshrink.quant", "deepshrink.train", "deepshrink.pipeline",
+             "deepshrink.codec", "deepshrink.analysis", "deepshrink.cli")
+    offenders = []
+    for path in Path(deepshrink.models.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.name}: {name}" for name in names
+                          if any(name == top or name.startswith(top + ".") for top in above)]
+    assert offenders == []
+
+
+@pytest.mark.slow
+def test_models_do_not_import_quant_until_a_file_needs_it(tmp_path):
+    """The model layer finds the activation quantizer's kind through the registry: a fresh
+    process that imports only ``deepshrink.models`` imports ``deepshrink.quant`` on first use."""
+    import subprocess
+    import sys
+
+    from deepshrink.quant import QuantConfig, calibrate_activations, quantize_
+
+    model, info = _model_and_info()
+    quantize_(model, QuantConfig("linear", 8, activation_bits=8))
+    calibrate_activations(model, [torch.randn(4, 1, 8, 8)])
+    x = torch.randn(3, 1, 8, 8)
+    torch.save(model.eval()(x).detach(), tmp_path / "expected.pt")
+    torch.save(x, tmp_path / "x.pt")
+    save_model(tmp_path / "m.safetensors", model, info)
+    script = f"""
+import sys, torch
+import deepshrink.models as models
+assert "deepshrink.quant" not in sys.modules, "importing deepshrink.models imported deepshrink.quant"
+model, info = models.load_model({str(tmp_path / "m.safetensors")!r})
+assert "deepshrink.quant" in sys.modules
+x = torch.load({str(tmp_path / "x.pt")!r}, weights_only=True)
+expected = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=True)
+assert torch.equal(model(x), expected)
+assert len(info.activation_quantizers) > 0
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -66,3 +66,31 @@ def test_bad_settings_are_user_errors_and_write_nothing(model_file, tmp_path, se
     with pytest.raises(UserError, match=needle):
         prune_job(model_file, tmp_path / "p.safetensors", settings, config)
     assert not (tmp_path / "p.safetensors").exists()
+
+
+def _early_exit_file(path, dataset):
+    """A digits-cnn with exits after ``bn1`` and ``pool``, saved at ``path``."""
+    from deepshrink.models.early_exit import early_exit_spec
+
+    info = new_model_info("digits-cnn", dataset)
+    info.arch = early_exit_spec(info.arch, ["bn1", "pool"])
+    torch.manual_seed(0)
+    return save_model(path, build_model(info.arch), info)
+
+
+def test_fine_tuning_an_early_exit_model_trains_its_exits(tmp_path, digits):
+    from deepshrink.models.early_exit import EarlyExitModel
+
+    source = _early_exit_file(tmp_path / "exits.safetensors", digits[0])
+    before, _ = load_model(source)
+    settings = PruneSettings(0.5, exclude=("exits.*",))
+    prune_job(source, tmp_path / "p.safetensors", settings, _config(1), train_set=digits[0], run_dir=tmp_path / "run")
+    after, info = load_model(tmp_path / "p.safetensors")
+    assert isinstance(after, EarlyExitModel) and after.exit_points == ["bn1", "pool"]
+    assert info.arch.name == "early-exit" and info.history[-1]["stage"] == "prune"
+    for head_before, head_after in zip(before.exits, after.exits, strict=True):
+        # the joint loss reaches every head (trained against the final classifier only, none moves)
+        assert not torch.equal(head_before[2].weight, head_after[2].weight)
+        assert not torch.equal(head_before[2].bias, head_after[2].bias)
+    x = torch.randn(3, *info.input.shape)
+    assert after(x).shape == (3, 10) and [e.shape for e in after.exit_logits] == [(3, 10)] * 2

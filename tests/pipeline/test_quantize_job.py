@@ -194,3 +194,21 @@ def test_mixed_precision_meets_a_budget_between_the_uniform_sizes(model_file, tm
         quantize_job(model_file, tmp_path / "x.safetensors", config, TrainConfig(epochs=0),
                      mixed=MixedPrecision(budget))
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_fine_tuning_an_early_exit_model_trains_its_exits(tmp_path, data):
+    from deepshrink.models.early_exit import EarlyExitModel, early_exit_spec
+
+    info = new_model_info("digits-cnn", data[0])
+    info.arch = early_exit_spec(info.arch, ["bn1", "pool"])
+    torch.manual_seed(0)
+    source = save_model(tmp_path / "exits.safetensors", build_model(info.arch), info)
+    before, _ = load_model(source)
+    config = TrainConfig(epochs=1, batch_size=32, lr=0.01, progress=False)
+    quantize_job(source, tmp_path / "q.safetensors", QuantConfig("linear", 8), config, train_set=data[0].subset(128))
+    after, info = load_model(tmp_path / "q.safetensors")
+    assert isinstance(after, EarlyExitModel) and after.exit_points == ["bn1", "pool"]
+    for head_before, head_after in zip(before.exits, after.exits, strict=True):
+        assert not torch.equal(head_before[2].bias, head_after[2].bias)  # biases are never quantized
+    x = torch.randn(2, *info.input.shape)
+    assert len([after(x), *after.exit_logits]) == 3

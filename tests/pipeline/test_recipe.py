@@ -132,3 +132,50 @@ def test_distillation_in_compressing_stages_needs_fine_tuning_epochs():
     recipe = parse_recipe(HEAD + "  - train: {epochs: 1}\n  - prune: {amount: 0.5, epochs: 1, distill: {alpha: 0.7}}\n")
     assert recipe.stages[1].distill.alpha == 0.7
     assert "epochs > 0" in error_of(HEAD + "  - train: {epochs: 1}\n  - quantize: {bits: 4, distill: {}}\n")
+
+
+def test_mixed_precision_keys_build_the_job_settings():
+    from deepshrink.pipeline.quantize import MixedPrecision
+    from deepshrink.quant.mixed import DEFAULT_BITS
+
+    recipe = parse_recipe(HEAD + "  - train: {epochs: 1}\n"
+                                 "  - quantize: {method: kmeans, mixed_budget_kb: 1.5, mixed_criterion: hessian,\n"
+                                 "               mixed_bits: [4, 2, 4, 3], calibration_images: 64}\n")
+    quantize = recipe.stages[1]
+    assert quantize.mixed == MixedPrecision(1536, "hessian", (2, 3, 4))  # 1.5 KiB in bytes; sorted, once each
+    assert quantize.settings == QuantConfig(method="kmeans", bits=4)  # the largest option, as the CLI does
+    assert quantize.calibration_images == 64
+    assert quantize.options["mixed_bits"] == (4, 2, 4, 3)  # as written, for stage.json
+    defaults = parse_recipe(HEAD + "  - train: {epochs: 1}\n  - quantize: {mixed_budget_kb: 20}\n").stages[1]
+    assert defaults.mixed == MixedPrecision(20 * 1024, "loss", DEFAULT_BITS)
+    assert defaults.settings.bits == max(DEFAULT_BITS) and defaults.calibration_images is None
+    one_width = parse_recipe(HEAD + "  - train: {epochs: 1}\n  - quantize: {bits: 6, activation_bits: 8, "
+                                    "calibration_images: 32}\n").stages[1]
+    assert one_width.mixed is None and one_width.calibration_images == 32 and one_width.settings.bits == 6
+
+
+@pytest.mark.parametrize("stage,message", [
+    ("{epochs: 1}", "line 7: stages[1].quantize: missing required key 'bits' (or 'mixed_budget_kb'"),
+    ("{bits: 4, mixed_budget_kb: 10}", "line 7: stages[1].quantize.bits: excludes mixed_budget_kb"),
+    ("{bits: 4, mixed_bits: [2, 4]}", "line 7: stages[1].quantize.mixed_bits: applies to mixed_budget_kb"),
+    ("{bits: 4, mixed_criterion: loss}", "line 7: stages[1].quantize.mixed_criterion: applies to mixed_budget_kb"),
+    ("{mixed_budget_kb: 0}", "line 7: stages[1].quantize.mixed_budget_kb: must be a number > 0, got 0"),
+    ("{mixed_budget_kb: 0.0001}", "line 7: stages[1].quantize: the size budget must be positive, got 0 bytes"),
+    ("{mixed_budget_kb: 10, mixed_criterion: los}", "mixed_criterion: must be one of loss, accuracy, hessian, "
+                                                   "got 'los' (did you mean 'loss'?)"),
+    ("{mixed_budget_kb: 10, mixed_bits: []}", "mixed_bits: must be a non-empty list of integers, got []"),
+    ("{mixed_budget_kb: 10, mixed_bits: [4, true]}", "mixed_bits: must be a non-empty list of integers"),
+    ("{mixed_budget_kb: 10, mixed_bits: [4, 9]}", "line 7: stages[1].quantize.mixed_bits: must hold bits "
+                                                  "2..8 or 16 for linear quantization, got 9"),
+    ("{method: kmeans, mixed_budget_kb: 10, mixed_bits: [16]}", "must hold bits 2..8 for kmeans quantization, got 16"),
+    ("{bits: 8, calibration_images: 64}", "line 7: stages[1].quantize.calibration_images: applies to "
+                                          "activation_bits and mixed_budget_kb"),
+    ("{mixed_budget_kb: 10, calibration_images: 0}", "calibration_images: must be an integer >= 1, got 0"),
+])
+def test_mixed_precision_mistakes_name_their_line(stage, message):
+    assert message in error_of(HEAD + "  - train: {epochs: 1}\n  - quantize: " + stage + "\n")
+
+
+def test_mixed_keys_belong_to_quantize_only():
+    assert "stages[1].prune.mixed_budget_kb: unknown key" in error_of(
+        HEAD + "  - train: {epochs: 1}\n  - prune: {amount: 0.5, mixed_budget_kb: 10}\n")

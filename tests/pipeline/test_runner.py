@@ -142,3 +142,36 @@ stages:
     assert encode.details["identical_outputs"] is False  # float16 rounds BatchNorm and the weights
     assert export.artefact == "04-export/model.onnx" and export.model is None
     assert export.top1 == pytest.approx(encode.top1, abs=0.05)
+
+
+def test_mixed_precision_quantize_stage_records_its_assignment(tmp_path):
+    from deepshrink.data import load_dataset
+    from deepshrink.models import build_model
+    from deepshrink.pipeline.train import new_model_info
+    from deepshrink.quant import QuantConfig, quantizers_of
+    from deepshrink.quant.mixed import model_size_bytes
+
+    layers = ("conv2", "conv3")  # digits-cnn's layers between the first and the last
+    plain = build_model(new_model_info("digits-cnn", load_dataset("synthetic", "train")).arch)
+    config = QuantConfig("linear", 8, per_channel=True)
+    size = {bits: model_size_bytes(plain, dict.fromkeys(layers, bits), config) for bits in (2, 8)}
+    budget_kb = (size[2] + size[8]) / 2 / 1024  # all at 8 bits does not fit, all at 2 bits does
+    recipe = parse_recipe(f"""name: mixed
+out: unused
+data: {{name: synthetic, limit_train: 64, limit_test: 32}}
+model: {{zoo: digits-cnn}}
+threads: 1
+stages:
+  - train: {{epochs: 0}}
+  - quantize: {{per_channel: true, mixed_budget_kb: {budget_kb}, mixed_bits: [8, 2], calibration_images: 32}}
+""")
+    quantize = run_recipe(recipe, out=tmp_path, progress=False).stages[-1]
+    assignment = quantize.details["assignment"]
+    assert sorted(assignment) == sorted(layers) and sorted(assignment.values()) == [2, 8]
+    assert quantize.details["size_bytes"] <= quantize.details["budget_bytes"] == round(budget_kb * 1024)
+    model, info = load_model(tmp_path / quantize.model)
+    assert {name: q.bits for name, q in quantizers_of(model).items()} == assignment
+    record = info.history[-1]
+    assert record["assignment"] == assignment and record["calibration_images"] == 32 and "bits" not in record
+    stage_json = json.loads((tmp_path / quantize.folder / "stage.json").read_text())
+    assert stage_json["details"]["assignment"] == assignment

@@ -1,4 +1,5 @@
 import pytest
+from torch import nn
 
 from deepshrink.errors import UserError
 from deepshrink.models import build_model, make_spec
@@ -26,3 +27,19 @@ def test_vit_projections_are_prunable():
     names = list(prunable_layers(build_model(make_spec("vit-tiny"))))
     assert "blocks.0.attn.q_proj" in names and "blocks.5.mlp.fc2" in names
     assert "patch_embed" not in names and "head" not in names
+
+
+def test_early_exit_models_keep_the_backbone_classifier_and_exit_classifiers_dense():
+    from deepshrink.models import build_model, make_spec
+    from deepshrink.models.early_exit import early_exit_spec
+
+    spec = early_exit_spec(make_spec("digits-cnn", in_channels=1, image_size=8), ["bn1", "pool"])
+    model = build_model(spec)
+    heads = [[n for n, m in model.exits[i].named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+             for i in range(2)]
+    kept = set(prunable_layers(model))
+    assert "backbone.fc" not in kept and "backbone.conv1" not in kept
+    assert {f"exits.{i}.{head[-1]}" for i, head in enumerate(heads)}.isdisjoint(kept)
+    assert "backbone.conv2" in kept
+    everything = set(prunable_layers(model, exclude_first_last=False))
+    assert {"backbone.fc", "backbone.conv1"} <= everything

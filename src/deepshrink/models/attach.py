@@ -1,4 +1,5 @@
-"""Parametrizations that stages attach to a model's tensors, and how model files keep them.
+"""What stages attach to a model (parametrizations of its tensors, hooked submodules), and how
+model files keep them.
 
 Pruning masks and quantizers are ``torch.nn.utils.parametrize`` parametrizations, so a
 compressed model stays an ordinary ``nn.Module``. To survive a save/load round trip each
@@ -12,13 +13,31 @@ parametrization class is registered under a ``kind`` name and describes itself a
 
 Buffers and parameters of a parametrization are in the state dict, so they are restored by
 ``load_state_dict`` after :func:`restore_parametrizations` has re-attached placeholders.
+
+A *hooked submodule* (an activation quantizer, say) is a child module stored under a fixed
+attribute of the module it acts on, plus a forward (pre-)hook on that module that calls it. Its
+class is registered under a ``kind`` name, names the places it can sit (its ``roles``), and
+describes itself as JSON data the same way:
+
+    @register_hooked_submodule("scaler")
+    class Scaler(nn.Module):
+        roles = {"input": HookedRole("input_scaler", scale_input_hook, pre=True)}
+        def spec(self) -> dict: ...                        # JSON-serialisable constructor args
+        @classmethod
+        def from_spec(cls, args) -> "Scaler": ...          # a placeholder, buffers from the state dict
+
+The hooks must be module-level functions that read the submodule from the module they run on
+(``module.input_scaler``), so that ``copy.deepcopy`` / :func:`copy_model` keep them working.
+Model files record them as ``{"module": qualified name, "role": ..., "args": spec}``
+(:func:`describe_hooked_submodules`, :func:`restore_hooked_submodules`).
 """
 
 from __future__ import annotations
 
 import copy
 import importlib
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -26,10 +45,11 @@ from torch.nn.utils import parametrize
 
 from deepshrink.errors import UserError
 
-# Packages that register parametrization kinds when imported.
+# Packages that register parametrization and hooked-submodule kinds when imported.
 PROVIDERS = ("deepshrink.prune", "deepshrink.quant")
 
 _KINDS: dict[str, type[nn.Module]] = {}
+_HOOKED_KINDS: dict[str, type[nn.Module]] = {}
 
 
 def register_parametrization(kind: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
@@ -86,6 +106,120 @@ def restore_parametrizations(model: nn.Module, records: list[dict[str, Any]]) ->
                             "which its architecture does not have") from None
         param = parametrization_class(kind).from_spec(tensor.detach(), args)
         parametrize.register_parametrization(module, tensor_name, param, unsafe=True)
+
+
+@dataclass(frozen=True)
+class HookedRole:
+    """One place a hooked submodule can sit on a module: the ``attribute`` it is stored under
+    and the ``hook`` that calls it, a forward pre-hook ``hook(module, args) -> args`` when
+    ``pre``, else a forward hook ``hook(module, args, output) -> output``."""
+
+    attribute: str
+    hook: Callable[..., Any]
+    pre: bool
+
+
+def register_hooked_submodule(kind: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: make hooked submodule ``cls`` (with ``roles``, ``spec()`` and
+    ``from_spec(args)``) saveable under the name ``kind``."""
+
+    def decorate(cls: type[nn.Module]) -> type[nn.Module]:
+        missing = [name for name in ("roles", "spec", "from_spec") if not hasattr(cls, name)]
+        if missing:
+            raise TypeError(f"hooked submodule {cls.__name__} lacks {', '.join(missing)}")
+        if _HOOKED_KINDS.get(kind, cls) is not cls:
+            raise ValueError(f"hooked submodule kind {kind!r} registered twice")
+        cls.kind = kind
+        _HOOKED_KINDS[kind] = cls
+        return cls
+
+    return decorate
+
+
+def hooked_submodule_class(kind: str) -> type[nn.Module]:
+    """The class registered as hooked-submodule ``kind`` (importing the stage packages on first use)."""
+    if kind not in _HOOKED_KINDS:
+        for provider in PROVIDERS:
+            importlib.import_module(provider)
+    try:
+        return _HOOKED_KINDS[kind]
+    except KeyError:
+        raise UserError(f"model file uses hooked submodule {kind!r}, which this deepshrink does not know") from None
+
+
+def attach_hooked(module: nn.Module, role: str, submodule: nn.Module) -> None:
+    """Store ``submodule`` (a registered hooked submodule) on ``module`` as ``role`` says and
+    register its hook; it takes ``module``'s training mode. In place."""
+    place = type(submodule).roles[role]
+    if hasattr(module, place.attribute):
+        raise ValueError(f"{type(module).__name__} already has a {place.attribute!r}")
+    submodule.train(module.training)  # a new submodule would otherwise be in training mode
+    setattr(module, place.attribute, submodule)
+    if place.pre:
+        module.register_forward_pre_hook(place.hook)
+    else:
+        module.register_forward_hook(place.hook)
+
+
+def hooked_submodules_of(model: nn.Module, kind: str) -> list[tuple[str, str, nn.Module]]:
+    """``(qualified module name, role, submodule)`` for every ``kind`` submodule attached to
+    ``model``, in module order (roles in the order the class declares them). Nothing when the
+    kind is not registered (nothing of it can be attached then)."""
+    cls = _HOOKED_KINDS.get(kind)
+    if cls is None:
+        return []
+    found = []
+    for name, module in model.named_modules():
+        for role, place in cls.roles.items():
+            submodule = getattr(module, place.attribute, None)
+            if isinstance(submodule, cls):
+                found.append((name, role, submodule))
+    return found
+
+
+def describe_hooked_submodules(model: nn.Module, kind: str) -> list[dict[str, Any]]:
+    """One record per attached ``kind`` submodule, in module order:
+    ``{"module": qualified name, "role": ..., "args": spec}``."""
+    return [{"module": name, "role": role, "args": submodule.spec()}
+            for name, role, submodule in hooked_submodules_of(model, kind)]
+
+
+def restore_hooked_submodules(model: nn.Module, kind: str, records: Iterable[Mapping[str, Any]]) -> None:
+    """Re-attach the ``kind`` submodules ``records`` describe (from a model file) with their
+    hooks, on ``model``'s device, before the state dict (their buffers) is loaded."""
+    cls = hooked_submodule_class(kind)
+    device = model_device(model)
+    for record in records:
+        try:
+            module = model.get_submodule(record["module"])
+            role = record["role"]
+            place = cls.roles[role]
+        except (KeyError, AttributeError, TypeError):
+            raise UserError(f"model file attaches a {kind!r} submodule to {record!r}, "
+                            "which its architecture does not have") from None
+        if hasattr(module, place.attribute):
+            raise UserError(f"model file attaches two {place.attribute.replace('_', ' ')}s to {record['module']!r}")
+        attach_hooked(module, role, cls.from_spec(record.get("args") or {}).to(device))
+
+
+def detach_hooked_submodules(model: nn.Module, kind: str) -> nn.Module:
+    """Remove every ``kind`` submodule and its hook from ``model`` (in place; returns ``model``)."""
+    for name, role, submodule in hooked_submodules_of(model, kind):
+        module = model.get_submodule(name)
+        place = type(submodule).roles[role]
+        hooks = module._forward_pre_hooks if place.pre else module._forward_hooks
+        for hook_id in [key for key, value in hooks.items() if value is place.hook]:
+            del hooks[hook_id]
+        delattr(module, place.attribute)
+    return model
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (or buffer); the CPU for a model without tensors."""
+    tensor = next(iter(model.parameters()), None)
+    if tensor is None:
+        tensor = next(iter(model.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 def effective_tensors(module: nn.Module) -> dict[str, torch.Tensor]:

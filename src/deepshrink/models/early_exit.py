@@ -121,6 +121,15 @@ class EarlyExitModel(nn.Module):
         for index, name in enumerate(self.exit_points):
             modules[name].register_forward_hook(_ExitHook(self, index))
 
+    def edge_layers(self) -> list[str]:
+        """Layers that pruning and quantization leave alone by default: the backbone's first and
+        last Conv2d/Linear (stem and classifier) and the last layer of each exit head."""
+        layers = [name for name, m in self.named_modules()
+                  if isinstance(m, (nn.Conv2d, nn.Linear)) and "parametrizations" not in name.split(".")]
+        backbone = [name for name in layers if name.startswith("backbone.")]
+        heads = [[name for name in layers if name.startswith(f"exits.{i}.")] for i in range(len(self.exits))]
+        return backbone[:1] + backbone[-1:] + [head[-1] for head in heads if head]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> the backbone's logits; ``self.exit_logits`` gets each exit's (N, classes)."""
         self.exit_logits = []

@@ -12,9 +12,10 @@ Metadata key ``deepshrink`` holds::
      "parametrizations": [{"module": "layer1.0.conv1", "tensor": "weight", "kind": "mask", "args": {}}],
      "activation_quantizers": [{"module": "layer1.0.conv1", "role": "input", "args": {...}}]}
 
-Parametrizations (pruning masks, quantizers; see :mod:`deepshrink.models.attach`) and
-activation quantizers (:mod:`deepshrink.quant.activation`; absent in older files) are recorded
-on save and re-attached on load, before the tensors are loaded.
+Parametrizations (pruning masks, quantizers) and hooked submodules of kind
+``activation-quantizer`` (absent in older files), both through the registries of
+:mod:`deepshrink.models.attach`, are recorded on save and re-attached on load, before the
+tensors are loaded.
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ from torch import nn
 
 from deepshrink.errors import UserError
 from deepshrink.files import atomic_path
-from deepshrink.models.attach import describe_parametrizations, restore_parametrizations
+from deepshrink.models.attach import (describe_hooked_submodules, describe_parametrizations,
+                                      restore_hooked_submodules, restore_parametrizations)
 from deepshrink.models.registry import ArchSpec, build_model
 
 FORMAT = "deepshrink-model"
 VERSION = 1
 METADATA_KEY = "deepshrink"
+ACTIVATION_QUANTIZER = "activation-quantizer"  # the hooked-submodule kind in "activation_quantizers"
 
 
 @dataclass(frozen=True)
@@ -108,10 +111,8 @@ def save_model(path: str | os.PathLike, model: nn.Module, info: ModelInfo,
     to the model. ``dtype`` (e.g. ``torch.float16``) stores floating tensors at that precision;
     loading casts them back to the model's float32.
     """
-    from deepshrink.quant.activation import describe_activation_quantizers
-
     info.parametrizations = describe_parametrizations(model)
-    info.activation_quantizers = describe_activation_quantizers(model)
+    info.activation_quantizers = describe_hooked_submodules(model, ACTIVATION_QUANTIZER)
     tensors = {k: _stored(v, dtype) for k, v in model.state_dict().items()}
     metadata = {METADATA_KEY: json.dumps(info.to_dict())}
     path = Path(path)
@@ -153,9 +154,7 @@ def load_model(path: str | os.PathLike, map_location: str = "cpu") -> tuple[nn.M
     model = build_model(info.arch)
     restore_parametrizations(model, info.parametrizations)
     if info.activation_quantizers:
-        from deepshrink.quant.activation import restore_activation_quantizers
-
-        restore_activation_quantizers(model, info.activation_quantizers)
+        restore_hooked_submodules(model, ACTIVATION_QUANTIZER, info.activation_quantizers)
     try:
         state = load_file(str(path), device=map_location)
     except (SafetensorError, OSError) as exc:

@@ -13,6 +13,7 @@ from deepshrink.errors import UserError
 from deepshrink.models import save_model
 from deepshrink.pipeline.datasets import open_for_finetune
 from deepshrink.pipeline.evaluate import accuracy_on
+from deepshrink.pipeline.train import with_early_exit_loss
 from deepshrink.prune import attach_full_masks, mask_method, masks_of, prunable_layers, prune_layers
 from deepshrink.prune.criteria import CRITERIA, SCOPES
 from deepshrink.prune.schedules import SCHEDULES, PruneSchedule, schedule_amounts
@@ -87,7 +88,8 @@ def prune_job(model_file: str | os.PathLike, out: str | os.PathLike, settings: P
     With ``config.epochs == 0`` the model is pruned once to the target (no data needed);
     otherwise it is pruned on ``settings.schedule`` while training ``config.epochs`` epochs on
     ``train_set`` (checkpoints in ``run_dir`` if given), with extra ``hooks`` (e.g. distillation)
-    taking part. The masks are kept in the output.
+    taking part; an early-exit model fine-tunes with its joint exit loss. The masks are kept
+    in the output.
     """
     settings.check(config.epochs)
     model, info = open_for_finetune(model_file, config.epochs, config.device, train_set, test_set)
@@ -102,7 +104,8 @@ def prune_job(model_file: str | os.PathLike, out: str | os.PathLike, settings: P
     else:
         attach_full_masks(model, names)
         hook = PruneSchedule(names, method, settings.amounts(config.epochs), recover=settings.schedule == "linear")
-        trainer = Trainer(model, train_set, test_set, config, out_dir=run_dir, info=info, hooks=[hook, *hooks])
+        trainer = Trainer(model, train_set, test_set, config, out_dir=run_dir, info=info,
+                          hooks=with_early_exit_loss(model, [hook, *hooks]))
         final = trainer.fit(resume=resume).final
         model, info = trainer.model, trainer.info
         test_top1 = final.top1 if final is not None else None

@@ -16,6 +16,7 @@ from deepshrink.errors import UserError
 from deepshrink.models import ModelInfo, save_model
 from deepshrink.pipeline.datasets import open_for_finetune
 from deepshrink.pipeline.evaluate import accuracy_on
+from deepshrink.pipeline.train import with_early_exit_loss
 from deepshrink.quant import (KMeansQuantizer, QuantConfig, activation_quantizers_of, attach_activation_quantizers,
                               calibrate_activations, quantize_, quantizers_of)
 from deepshrink.quant.mixed import CRITERIA as MIXED_CRITERIA
@@ -61,9 +62,10 @@ def quantize_job(model_file: str | os.PathLike, out: str | os.PathLike, config: 
     With ``train_config.epochs == 0`` this is post-training quantization (no data needed for
     weights only); otherwise the quantized model is fine-tuned for that many epochs on
     ``train_set`` (checkpoints in ``run_dir`` if given; extra ``hooks``, e.g. distillation, take
-    part). With ``config.activation_bits`` the activation ranges are first calibrated on the
-    first ``calibration_images`` images of ``train_set`` (which is then required), normalised
-    as the model file says. With ``mixed``, ``config.bits`` is ignored: each layer gets the
+    part; an early-exit model fine-tunes with its joint exit loss). With
+    ``config.activation_bits`` the activation ranges are first calibrated on the first
+    ``calibration_images`` images of ``train_set`` (which is then required), normalised as the
+    model file says. With ``mixed``, ``config.bits`` is ignored: each layer gets the
     bits that :func:`~deepshrink.quant.mixed.plan_mixed_precision` chooses, its sensitivity
     measured on those same calibration images. The quantizers are kept in the output.
 
@@ -104,7 +106,8 @@ def quantize_job(model_file: str | os.PathLike, out: str | os.PathLike, config: 
                                                     train_config.eval_batch_size)
     test_top1 = None
     if train_config.epochs:
-        trainer = Trainer(model, train_set, test_set, train_config, out_dir=run_dir, info=info, hooks=hooks)
+        trainer = Trainer(model, train_set, test_set, train_config, out_dir=run_dir, info=info,
+                          hooks=with_early_exit_loss(model, hooks))
         final = trainer.fit(resume=resume).final
         model, info = trainer.model, trainer.info
         test_top1 = final.top1 if final is not None else None

@@ -24,7 +24,10 @@ training settings of :data:`TRAIN_KEYS` (``epochs`` is required for ``train`` an
 no fine-tuning, elsewhere; ``lr_schedule`` is the learning-rate schedule, ``schedule`` in a
 ``prune`` stage the pruning schedule). ``distill`` (training stages with epochs > 0) distils from the model
 before the stage (``teacher: previous``) or from the model before the first compressing stage
-(``teacher: original``, the default). Paths inside the recipe (``data.dir``,
+(``teacher: original``, the default). A ``quantize`` stage takes ``bits`` or, for per-layer bits
+under a size budget, ``mixed_budget_kb`` (with ``mixed_criterion`` and ``mixed_bits``, as
+``deepshrink quantize --mixed-budget-kb``), and ``calibration_images`` for activation ranges
+and mixed-precision sensitivity. Paths inside the recipe (``data.dir``,
 ``model.checkpoint``, ``model.file``) are relative to the recipe file's folder.
 """
 
@@ -43,12 +46,15 @@ from deepshrink.errors import UserError
 from deepshrink.models import model_names
 from deepshrink.pipeline.export import FORMATS
 from deepshrink.pipeline.prune import PruneSettings
+from deepshrink.pipeline.quantize import MixedPrecision
 from deepshrink.prune.criteria import CRITERIA, SCOPES
 from deepshrink.prune.schedules import SCHEDULES as PRUNE_SCHEDULES
 from deepshrink.prune.structured import StructuredSettings
 from deepshrink.prune.structured.importance import CRITERIA as STRUCTURED_CRITERIA
 from deepshrink.quant import ACTIVATION_OBSERVERS, BITS, INITS, METHODS, QuantConfig
 from deepshrink.quant.api import KMEANS_BITS
+from deepshrink.quant.mixed import CRITERIA as MIXED_CRITERIA
+from deepshrink.quant.mixed import DEFAULT_BITS as MIXED_DEFAULT_BITS
 from deepshrink.train import TrainConfig
 from deepshrink.train.config import PRECISIONS
 from deepshrink.train.optim import OPTIMIZERS
@@ -130,6 +136,13 @@ def _numbers(value):
     return tuple(float(v) for v in value)
 
 
+def _integers(value):
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        raise _Bad(f"must be a non-empty list of integers, got {value!r}")
+    return tuple(value)
+
+
 def _ratios(value):
     if not isinstance(value, dict):
         raise _Bad(f"must be a mapping of layer glob -> ratio, got {value!r}")
@@ -181,11 +194,16 @@ STAGE_KEYS: dict[str, dict[str, Callable]] = {
     "quantize": {"distill": _options, "method": _choice(METHODS), "bits": _integer(), "symmetric": _boolean,
                  "per_channel": _boolean, "init": _choice(INITS), "exclude": _texts,
                  "exclude_first_last": _boolean, "activation_bits": _integer(2),
-                 "activation_observer": _choice(ACTIVATION_OBSERVERS)},
+                 "activation_observer": _choice(ACTIVATION_OBSERVERS), "calibration_images": _integer(1),
+                 "mixed_budget_kb": _number(0, low_open=True), "mixed_criterion": _choice(MIXED_CRITERIA),
+                 "mixed_bits": _integers},
     "encode": {"float_dtype": _choice(FLOAT_DTYPES)},
     "export": {"format": _choice(FORMATS)},
 }
-STAGE_REQUIRED = {"train": ("epochs",), "prune": ("amount",), "quantize": ("bits",), "export": ("format",)}
+# quantize keys that are not QuantConfig fields: they go to the quantize job itself
+QUANTIZE_JOB_KEYS = ("calibration_images", "mixed_budget_kb", "mixed_criterion", "mixed_bits")
+# a quantize stage needs bits or mixed_budget_kb (checked in _Validator.ranges)
+STAGE_REQUIRED = {"train": ("epochs",), "prune": ("amount",), "export": ("format",)}
 TOP_KEYS = {"name": _text, "out": _text, "data": _options, "model": _options, "stages": None,
             "device": _text, "threads": _integer(1)}
 DATA_KEYS = {"name": _choice(DATASET_NAMES), "dir": _text, "limit_train": _integer(1), "limit_test": _integer(1)}
@@ -236,13 +254,17 @@ class ExportSettings:
 class Stage:
     """One stage. ``settings``: PruneSettings, StructuredSettings, QuantConfig, EncodeSettings,
     ExportSettings, or None (train); ``train``: the training settings of a training stage;
-    ``options``: the stage's keys as written (after checking), recorded in ``stage.json``."""
+    ``options``: the stage's keys as written (after checking), recorded in ``stage.json``.
+    A quantize stage may have ``mixed`` (per-layer bits under a size budget; its QuantConfig's
+    ``bits`` is then the largest option) and ``calibration_images`` (None: the job's default)."""
 
     kind: str
     options: dict[str, Any]
     settings: Any = None
     train: TrainConfig | None = None
     distill: Distill | None = None
+    mixed: MixedPrecision | None = None
+    calibration_images: int | None = None
 
 
 @dataclass(frozen=True)
@@ -271,6 +293,17 @@ def parse_recipe(text: str, *, source: str = "<recipe>", base_dir: str | os.Path
     """Validate the YAML ``text`` of a recipe; relative paths inside resolve against ``base_dir``."""
     data, lines = _compose(text, source)
     return _Validator(source, lines, Path(base_dir)).recipe(data)
+
+
+def _mixed(options: dict[str, Any]) -> MixedPrecision | None:
+    """The mixed-precision settings of a checked quantize stage (None without ``mixed_budget_kb``),
+    as ``deepshrink quantize --mixed-budget-kb`` makes them."""
+    if "mixed_budget_kb" not in options:
+        return None
+    chosen = {"criterion": options["mixed_criterion"]} if "mixed_criterion" in options else {}
+    if "mixed_bits" in options:
+        chosen["bits_options"] = tuple(sorted(set(options["mixed_bits"])))
+    return MixedPrecision(round(options["mixed_budget_kb"] * 1024), **chosen)
 
 
 # --- YAML -> plain data with the line of every key path ---------------------------------------
@@ -405,6 +438,7 @@ class _Validator:
         train = self.train_config(options, path, device, default_epochs=0) if training else None
         try:
             settings = self.settings(kind, options, train)
+            mixed = _mixed(options) if kind == "quantize" else None
         except UserError as exc:
             raise self.fail(path, str(exc)) from None
         distill = None
@@ -412,7 +446,7 @@ class _Validator:
             distill = Distill(**self.mapping(options["distill"], f"{path}.distill", DISTILL_KEYS))
             if not train.epochs:
                 raise self.fail(f"{path}.distill", "distils during fine-tuning: give the stage epochs > 0")
-        return Stage(kind, options, settings, train, distill)
+        return Stage(kind, options, settings, train, distill, mixed, options.get("calibration_images"))
 
     def ranges(self, kind: str, options: dict[str, Any], path: str) -> None:
         """Ranges that depend on another key of the stage: prune amount, quantization bits."""
@@ -422,9 +456,25 @@ class _Validator:
             return
         method = options.get("method", QuantConfig.method)
         allowed = BITS if method == "linear" else KMEANS_BITS
-        if options["bits"] not in allowed:
-            shown = "2..8 or 16" if 16 in allowed else "2..8"
-            raise self.fail(f"{path}.bits", f"must be one of {shown} for {method} quantization, got {options['bits']}")
+        shown = "2..8 or 16" if 16 in allowed else "2..8"
+        if "mixed_budget_kb" in options:
+            if "bits" in options:
+                raise self.fail(f"{path}.bits", "excludes mixed_budget_kb: the budget chooses the bits per layer")
+            for bits in options.get("mixed_bits", ()):
+                if bits not in allowed:
+                    raise self.fail(f"{path}.mixed_bits",
+                                    f"must hold bits {shown} for {method} quantization, got {bits}")
+        else:
+            if "bits" not in options:
+                raise self.fail(path, "missing required key 'bits' (or 'mixed_budget_kb' for per-layer bits)")
+            if options["bits"] not in allowed:
+                raise self.fail(f"{path}.bits",
+                                f"must be one of {shown} for {method} quantization, got {options['bits']}")
+            for key in ("mixed_criterion", "mixed_bits"):
+                if key in options:
+                    raise self.fail(f"{path}.{key}", "applies to mixed_budget_kb")
+        if "calibration_images" in options and "activation_bits" not in options and "mixed_budget_kb" not in options:
+            raise self.fail(f"{path}.calibration_images", "applies to activation_bits and mixed_budget_kb")
 
     def train_config(self, options: dict[str, Any], path: str, device: str, default_epochs: int) -> TrainConfig:
         values = {name: options[key] for key, (name, _) in TRAIN_KEYS.items() if key in options}
@@ -447,6 +497,9 @@ class _Validator:
             settings.check()
             return settings
         if kind == "quantize":
+            own = {k: v for k, v in own.items() if k not in QUANTIZE_JOB_KEYS}
+            if "mixed_budget_kb" in options:  # bits per layer; the config holds the largest option
+                own["bits"] = max(options.get("mixed_bits", MIXED_DEFAULT_BITS))
             return QuantConfig(**own, **seed)
         if kind == "encode":
             return EncodeSettings(**own)

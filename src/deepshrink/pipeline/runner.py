@@ -275,8 +275,11 @@ def _structured_stage(ctx: _Context, stage: Stage, model: Path, folder: Path):
 
 def _quantize_stage(ctx: _Context, stage: Stage, model: Path, folder: Path):
     hooks, details = _distillation(ctx, stage, model)
-    quantize_job(model, folder / MODEL_FILE, stage.settings, _train_config(ctx, stage), **_job_data(ctx, folder),
-                 hooks=hooks)
+    calibration = {} if stage.calibration_images is None else {"calibration_images": stage.calibration_images}
+    result = quantize_job(model, folder / MODEL_FILE, stage.settings, _train_config(ctx, stage),
+                          **_job_data(ctx, folder), hooks=hooks, mixed=stage.mixed, **calibration)
+    if stage.mixed is not None:
+        details.update({key: result.record[key] for key in ("assignment", "size_bytes", "budget_bytes")})
     return folder / MODEL_FILE, folder / MODEL_FILE, folder / MODEL_FILE, details
 
 

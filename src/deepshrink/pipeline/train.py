@@ -6,6 +6,7 @@ import os
 from typing import Any, Sequence
 
 import torch
+from torch import nn
 
 from deepshrink.data import ImageDataset
 from deepshrink.models import InputSpec, ModelInfo, build_model, make_spec
@@ -57,12 +58,23 @@ def train_job(train_set: ImageDataset, test_set: ImageDataset | None, config: Tr
             raise UserError(f"{init_from} already has early exits at {', '.join(model.exit_points)}; "
                             "continue it without --early-exits")
         model, info.arch = add_exits(model, info.arch, early_exits)
-    if isinstance(model, EarlyExitModel):
-        hooks = [*hooks, EarlyExitLoss(exit_weights)]
-    elif exit_weights is not None:
+    if exit_weights is not None and not isinstance(model, EarlyExitModel):
         raise UserError("exit weights need early exits (--early-exits)")
+    hooks = with_early_exit_loss(model, hooks, exit_weights)
     trainer = Trainer(model, train_set, test_set, config, out_dir=out_dir, info=info, hooks=hooks)
     return trainer, trainer.fit(resume=resume)
+
+
+def with_early_exit_loss(model: nn.Module, hooks: Sequence[TrainHook] = (),
+                         exit_weights: Sequence[float] | None = None) -> list[TrainHook]:
+    """``hooks``, plus the joint :class:`~deepshrink.train.early_exit.EarlyExitLoss` (weights
+    ``exit_weights``, default 1 per exit) when ``model`` is an early-exit model that ``hooks``
+    do not already train so: what every job that trains or fine-tunes a loaded model passes
+    to its :class:`~deepshrink.train.Trainer`, so that the exit heads keep learning too."""
+    hooks = list(hooks)
+    if isinstance(model, EarlyExitModel) and not any(isinstance(hook, EarlyExitLoss) for hook in hooks):
+        hooks.append(EarlyExitLoss(exit_weights))
+    return hooks
 
 
 def distillation_hook(teacher_file: str | os.PathLike, dataset: ImageDataset, *, temperature: float = 4.0,

@@ -9,7 +9,9 @@ Where they sit:
   (:func:`quantize_output_hook`), with the fixed range [0, 6] (8-bit scale exactly 6/255).
 
 The hooks are module-level functions, so ``copy.deepcopy`` / ``copy_model`` keep them, and they
-read the quantizer from the module they run on. Levels, scale and zero point follow
+read the quantizer from the module they run on. The quantizer is the hooked-submodule kind
+``activation-quantizer`` of :mod:`deepshrink.models.attach`, which attaches, finds, removes and
+(in model files) records and restores it. Levels, scale and zero point follow
 :mod:`deepshrink.quant.linear` (the range always contains 0; asymmetric levels 0..2^b-1).
 
 Life cycle (as torch.ao's observer + FakeQuantize): attached quantizers *calibrate* (observe,
@@ -28,14 +30,30 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from deepshrink.errors import UserError
+from deepshrink.models.attach import (HookedRole, attach_hooked, describe_hooked_submodules,
+                                      detach_hooked_submodules, model_device,
+                                      register_hooked_submodule, restore_hooked_submodules)
+from deepshrink.models.file import ACTIVATION_QUANTIZER
 from deepshrink.quant.linear import BITS, fake_quantize, level_range, quant_params
 from deepshrink.quant.observers import FixedRangeObserver, RangeObserver, make_observer
 
+KIND = ACTIVATION_QUANTIZER  # its hooked-submodule kind, kept in model files' "activation_quantizers"
 INPUT, OUTPUT = "input", "output"
 ATTRIBUTE = {INPUT: "input_quantizer", OUTPUT: "output_quantizer"}
 RELU6_RANGE = (0.0, 6.0)
 
 
+def quantize_input_hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Forward pre-hook: the layer's first input through ``module.input_quantizer``."""
+    return (module.input_quantizer(args[0]), *args[1:])
+
+
+def quantize_output_hook(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> Tensor:
+    """Forward hook: the module's output through ``module.output_quantizer``."""
+    return module.output_quantizer(output)
+
+
+@register_hooked_submodule(KIND)
 class ActivationQuantizer(nn.Module):
     """Fake-quantizes a tensor to ``bits``-bit levels over the range its ``observer`` reports.
 
@@ -43,6 +61,9 @@ class ActivationQuantizer(nn.Module):
     (a plain attribute, recorded in :meth:`spec`) says whether the quantizer calibrates or
     quantizes. The gradient passes straight through (see :func:`fake_quantize`).
     """
+
+    roles = {INPUT: HookedRole(ATTRIBUTE[INPUT], quantize_input_hook, pre=True),
+             OUTPUT: HookedRole(ATTRIBUTE[OUTPUT], quantize_output_hook, pre=False)}
 
     def __init__(self, bits: int, symmetric: bool = False, observer: RangeObserver | str = "minmax",
                  frozen: bool = False):
@@ -103,32 +124,6 @@ class ActivationQuantizer(nn.Module):
         return f"bits={self.bits}, symmetric={self.symmetric}, frozen={self.frozen}"
 
 
-def quantize_input_hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Forward pre-hook: the layer's first input through ``module.input_quantizer``."""
-    return (module.input_quantizer(args[0]), *args[1:])
-
-
-def quantize_output_hook(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> Tensor:
-    """Forward hook: the module's output through ``module.output_quantizer``."""
-    return module.output_quantizer(output)
-
-
-def _attach(module: nn.Module, role: str, quantizer: ActivationQuantizer) -> None:
-    quantizer.train(module.training)  # a new submodule would otherwise be in training mode
-    setattr(module, ATTRIBUTE[role], quantizer)
-    if role == INPUT:
-        module.register_forward_pre_hook(quantize_input_hook)
-    else:
-        module.register_forward_hook(quantize_output_hook)
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    tensor = next(iter(model.parameters()), None)
-    if tensor is None:
-        tensor = next(iter(model.buffers()), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
-
-
 def attach_activation_quantizers(model: nn.Module, layer_names: Iterable[str], bits: int,
                                  observer: str = "minmax", symmetric: bool = False, *,
                                  observer_args: Mapping[str, Any] | None = None,
@@ -148,18 +143,18 @@ def attach_activation_quantizers(model: nn.Module, layer_names: Iterable[str], b
             raise UserError(f"the model has no layer {name!r}") from None
         if hasattr(layers[name], ATTRIBUTE[INPUT]):
             raise UserError(f"{name} already quantizes its input; quantize the unquantized model instead")
-    device = _device_of(model)
+    device = model_device(model)
     attached = {}
     for name, module in layers.items():
         quantizer = ActivationQuantizer(bits, symmetric, make_observer(observer, **dict(observer_args or {})))
-        _attach(module, INPUT, quantizer.to(device))
+        attach_hooked(module, INPUT, quantizer.to(device))
         attached[_join(name, ATTRIBUTE[INPUT])] = quantizer
     if relu6_outputs:
         for name, module in list(model.named_modules()):
             if isinstance(module, nn.ReLU6) and not hasattr(module, ATTRIBUTE[OUTPUT]):
                 quantizer = ActivationQuantizer(bits, False, FixedRangeObserver(*RELU6_RANGE)).to(device)
                 quantizer.freeze()
-                _attach(module, OUTPUT, quantizer)
+                attach_hooked(module, OUTPUT, quantizer)
                 attached[_join(name, ATTRIBUTE[OUTPUT])] = quantizer
     return attached
 
@@ -206,47 +201,18 @@ def calibrate_activations(model: nn.Module, batches: Iterable[Tensor | tuple[Ten
 def describe_activation_quantizers(model: nn.Module) -> list[dict[str, Any]]:
     """One record per attached quantizer, in module order:
     ``{"module": qualified layer name, "role": "input" | "output", "args": spec}``."""
-    records = []
-    for name, module in model.named_modules():
-        for role, attribute in ATTRIBUTE.items():
-            quantizer = getattr(module, attribute, None)
-            if isinstance(quantizer, ActivationQuantizer):
-                records.append({"module": name, "role": role, "args": quantizer.spec()})
-    return records
+    return describe_hooked_submodules(model, KIND)
 
 
 def restore_activation_quantizers(model: nn.Module, records: Iterable[Mapping[str, Any]]) -> None:
     """Re-attach the quantizers ``records`` describe (from a model file), before the state dict
     (scale, zero point, observer buffers) is loaded."""
-    device = _device_of(model)
-    for record in records:
-        try:
-            module = model.get_submodule(record["module"])
-            role = record["role"]
-            attribute = ATTRIBUTE[role]
-        except (KeyError, AttributeError, TypeError):
-            raise UserError(f"model file attaches an activation quantizer to {record!r}, "
-                            "which its architecture does not have") from None
-        if hasattr(module, attribute):
-            raise UserError(f"model file attaches two {role} quantizers to {record['module']!r}")
-        _attach(module, role, ActivationQuantizer.from_spec(record.get("args") or {}).to(device))
+    restore_hooked_submodules(model, KIND, records)
 
 
 def remove_activation_quantizers(model: nn.Module) -> nn.Module:
     """Detach every activation quantizer and its hook (in place; returns ``model``)."""
-    for module in model.modules():
-        if isinstance(getattr(module, ATTRIBUTE[INPUT], None), ActivationQuantizer):
-            _drop_hooks(module._forward_pre_hooks, quantize_input_hook)
-            delattr(module, ATTRIBUTE[INPUT])
-        if isinstance(getattr(module, ATTRIBUTE[OUTPUT], None), ActivationQuantizer):
-            _drop_hooks(module._forward_hooks, quantize_output_hook)
-            delattr(module, ATTRIBUTE[OUTPUT])
-    return model
-
-
-def _drop_hooks(hooks: dict[int, Any], hook: Any) -> None:
-    for hook_id in [key for key, value in hooks.items() if value is hook]:
-        del hooks[hook_id]
+    return detach_hooked_submodules(model, KIND)
 
 
 def _join(prefix: str, name: str) -> str:
