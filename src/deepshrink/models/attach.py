@@ -48,32 +48,49 @@ from deepshrink.errors import UserError
 # Packages that register parametrization and hooked-submodule kinds when imported.
 PROVIDERS = ("deepshrink.prune", "deepshrink.quant")
 
-_KINDS: dict[str, type[nn.Module]] = {}
-_HOOKED_KINDS: dict[str, type[nn.Module]] = {}
+
+class _Registry:
+    """Classes by ``kind`` name, for one sort of attachment (``what``: for messages). Looking up
+    an unknown kind imports the :data:`PROVIDERS` first, which register theirs on import."""
+
+    def __init__(self, what: str):
+        self.what = what
+        self.classes: dict[str, type[nn.Module]] = {}
+
+    def add(self, kind: str, cls: type[nn.Module]) -> type[nn.Module]:
+        if self.classes.get(kind, cls) is not cls:
+            raise ValueError(f"{self.what} kind {kind!r} registered twice")
+        cls.kind = kind
+        self.classes[kind] = cls
+        return cls
+
+    def get(self, kind: str) -> type[nn.Module] | None:
+        """The class registered as ``kind`` so far, or None (no provider imported)."""
+        return self.classes.get(kind)
+
+    def lookup(self, kind: str) -> type[nn.Module]:
+        """The class registered as ``kind``; a :class:`UserError` naming it when none is."""
+        if kind not in self.classes:
+            for provider in PROVIDERS:
+                importlib.import_module(provider)
+        try:
+            return self.classes[kind]
+        except KeyError:
+            raise UserError(f"model file uses {self.what} {kind!r}, which this deepshrink does not know") from None
+
+
+_PARAMETRIZATIONS = _Registry("parametrization")
+_HOOKED = _Registry("hooked submodule")
 
 
 def register_parametrization(kind: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator: make parametrization ``cls`` saveable under the name ``kind``."""
-
-    def decorate(cls: type[nn.Module]) -> type[nn.Module]:
-        if _KINDS.get(kind, cls) is not cls:
-            raise ValueError(f"parametrization kind {kind!r} registered twice")
-        cls.kind = kind
-        _KINDS[kind] = cls
-        return cls
-
-    return decorate
+    return lambda cls: _PARAMETRIZATIONS.add(kind, cls)
 
 
 def parametrization_class(kind: str) -> type[nn.Module]:
     """The class registered as ``kind`` (importing the stage packages on first use)."""
-    if kind not in _KINDS:
-        for provider in PROVIDERS:
-            importlib.import_module(provider)
-    try:
-        return _KINDS[kind]
-    except KeyError:
-        raise UserError(f"model file uses parametrization {kind!r}, which this deepshrink does not know") from None
+    return _PARAMETRIZATIONS.lookup(kind)
 
 
 def describe_parametrizations(model: nn.Module) -> list[dict[str, Any]]:
@@ -127,24 +144,14 @@ def register_hooked_submodule(kind: str) -> Callable[[type[nn.Module]], type[nn.
         missing = [name for name in ("roles", "spec", "from_spec") if not hasattr(cls, name)]
         if missing:
             raise TypeError(f"hooked submodule {cls.__name__} lacks {', '.join(missing)}")
-        if _HOOKED_KINDS.get(kind, cls) is not cls:
-            raise ValueError(f"hooked submodule kind {kind!r} registered twice")
-        cls.kind = kind
-        _HOOKED_KINDS[kind] = cls
-        return cls
+        return _HOOKED.add(kind, cls)
 
     return decorate
 
 
 def hooked_submodule_class(kind: str) -> type[nn.Module]:
     """The class registered as hooked-submodule ``kind`` (importing the stage packages on first use)."""
-    if kind not in _HOOKED_KINDS:
-        for provider in PROVIDERS:
-            importlib.import_module(provider)
-    try:
-        return _HOOKED_KINDS[kind]
-    except KeyError:
-        raise UserError(f"model file uses hooked submodule {kind!r}, which this deepshrink does not know") from None
+    return _HOOKED.lookup(kind)
 
 
 def attach_hooked(module: nn.Module, role: str, submodule: nn.Module) -> None:
@@ -165,7 +172,7 @@ def hooked_submodules_of(model: nn.Module, kind: str) -> list[tuple[str, str, nn
     """``(qualified module name, role, submodule)`` for every ``kind`` submodule attached to
     ``model``, in module order (roles in the order the class declares them). Nothing when the
     kind is not registered (nothing of it can be attached then)."""
-    cls = _HOOKED_KINDS.get(kind)
+    cls = _HOOKED.get(kind)
     if cls is None:
         return []
     found = []
