@@ -40,8 +40,8 @@ class RankSync:
     """The ranks of this process's group (one rank when torchrun did not start it)."""
 
     def __init__(self, group: Any = None):
-        context = current()
-        self.rank, self.world_size, self.group = context.rank, context.world_size, group
+        self.context, self.group = current(), group
+        self.rank, self.world_size = self.context.rank, self.context.world_size
 
     @classmethod
     def join(cls, device: str = "auto") -> "RankSync":
@@ -54,11 +54,11 @@ class RankSync:
 
     @property
     def is_main(self) -> bool:
-        return self.rank == 0
+        return self.context.is_main
 
     @property
     def active(self) -> bool:
-        return self.world_size > 1
+        return self.context.active
 
     def on_main(self, work: Callable[[], Any]) -> Any:
         """``work()`` run on rank 0 only; its result (JSON data) returned on every rank, as
