@@ -66,7 +66,7 @@ def main() -> None:
                                       repeats=args.repeats).latency_ms for b in (1, 128)}
             rows.append((name, top1, lat[1], lat[128], path.stat().st_size))
     base = rows[0]
-    print(f"| engine | top-1 | batch 1 ms | batch 128 ms | speed-up at 128 vs PyTorch fp32 | file bytes |")
+    print("| engine | top-1 | batch 1 ms | batch 128 ms | speed-up at 128 vs PyTorch fp32 | file bytes |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, top1, l1, l128, size in rows:
         print(f"| {name} | {100 * top1:.2f}% | {l1:.2f} | {l128:.1f} | {base[3] / l128:.2f}x | {size:,} |")

@@ -1,7 +1,6 @@
 import json
 import zlib
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, event, given, settings

@@ -2,9 +2,6 @@
 environment): rank 0's results and failures reach every rank; checks agree across ranks."""
 
 import json
-import os
-import socket
-import subprocess
 import sys
 
 import pytest
@@ -60,34 +57,7 @@ print(json.dumps({"rank": ranks.rank, "world": ranks.world_size, **results}))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def spawn_ranks(argv: list[str], world_size: int = 2, timeout: float = 240) -> list[subprocess.CompletedProcess]:
-    """Run ``argv`` as ``world_size`` ranks of one gloo group; every rank must end by ``timeout``."""
-    port = str(_free_port())
-    procs = []
-    for rank in range(world_size):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": str(world_size),
-               "RANK": str(rank), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(world_size)}
-        procs.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    done = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=timeout)
-            done.append(subprocess.CompletedProcess(argv, proc.returncode, out, err))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return done
-
-
-def test_two_ranks_share_rank_0s_results_and_failures():
+def test_two_ranks_share_rank_0s_results_and_failures(spawn_ranks):
     procs = spawn_ranks([sys.executable, "-c", SCRIPT])
     assert [p.returncode for p in procs] == [0, 0], [p.stderr[-2000:] for p in procs]
     main, other = (json.loads(p.stdout.strip().splitlines()[-1]) for p in procs)

@@ -1,10 +1,7 @@
 """`deepshrink run` under torchrun: 2 gloo ranks give the same run folder as 1 process (same
 global batch), resume follows rank 0's decisions, and user errors end every rank with exit 2."""
 
-import os
 import shutil
-import socket
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -38,42 +35,14 @@ MODELS = ["01-train/model.safetensors", "02-prune/model.safetensors", "03-quanti
           "04-encode/decoded.safetensors"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _torchrun(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-            "--master-port", str(_free_port()), "-m", "deepshrink", *args]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
-def _spawn_ranks(argv: list[str], cwds=(None, None), timeout: float = 240) -> list[subprocess.CompletedProcess]:
-    """``argv`` as 2 ranks of one gloo group, started as torchrun would (its environment), so
-    that each rank's exit code can be checked; rank r runs in ``cwds[r]``; every rank must end
-    by ``timeout``."""
-    port = str(_free_port())
-    procs = []
-    for rank, cwd in enumerate(cwds):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2",
-               "RANK": str(rank), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2"}
-        procs.append(subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
-    done = []
-    try:
-        for proc in procs:
-            out, err = proc.communicate(timeout=timeout)
-            done.append(subprocess.CompletedProcess(argv, proc.returncode, out, err))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    return done
+@pytest.fixture(scope="module")
+def run_recipe_on_two_ranks(torchrun):
+    """``deepshrink run ARGS`` under torchrun with 2 ranks; must exit 0."""
+    def run(*args: str):
+        proc = torchrun("-m", "deepshrink", "run", *args)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+    return run
 
 
 def _files(folder) -> list[str]:
@@ -102,12 +71,12 @@ def _assert_same_models(first, second, exact: bool) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, run_recipe_on_two_ranks):
     """The recipe run by 1 process (here) and by 2 ranks under torchrun."""
     root = tmp_path_factory.mktemp("runs")
     (root / "recipe.yaml").write_text(RECIPE)
     single = run_recipe(parse_recipe(RECIPE), out=root / "single", progress=False)
-    proc = _torchrun("run", str(root / "recipe.yaml"), "--out", str(root / "ddp"))
+    proc = run_recipe_on_two_ranks(str(root / "recipe.yaml"), "--out", str(root / "ddp"))
     return root, single, proc
 
 
@@ -129,7 +98,7 @@ def test_two_ranks_write_the_same_run_as_one_process(runs):
     assert read_records(ddp)[-1].details["identical_outputs"] is True
 
 
-def test_resume_under_two_ranks_skips_what_rank_0_finds_finished(runs, tmp_path):
+def test_resume_under_two_ranks_skips_what_rank_0_finds_finished(runs, tmp_path, run_recipe_on_two_ranks):
     root, _, _ = runs
     first, cut = root / "ddp", tmp_path / "cut"
     shutil.copytree(first, cut)
@@ -138,7 +107,7 @@ def test_resume_under_two_ranks_skips_what_rank_0_finds_finished(runs, tmp_path)
     (cut / "02-prune/model.safetensors").unlink()
     metrics = (cut / "02-prune/train/metrics.jsonl").read_text()
     kept = {f: (cut / f / "stage.json").stat().st_mtime_ns for f in FOLDERS[:2]}
-    proc = _torchrun("run", str(root / "recipe.yaml"), "--out", str(cut), "--resume")
+    proc = run_recipe_on_two_ranks(str(root / "recipe.yaml"), "--out", str(cut), "--resume")
     assert [proc.stdout.count(f"{f}: already finished") for f in FOLDERS] == [1, 1, 0, 0, 0], proc.stdout
     assert [proc.stdout.count(f"{f}: done") for f in FOLDERS] == [0, 0, 1, 1, 1]
     assert {f: (cut / f / "stage.json").stat().st_mtime_ns for f in FOLDERS[:2]} == kept
@@ -146,7 +115,7 @@ def test_resume_under_two_ranks_skips_what_rank_0_finds_finished(runs, tmp_path)
     _assert_same_models(first, cut, exact=True)
 
 
-def test_user_errors_end_every_rank_with_exit_code_2(tmp_path):
+def test_user_errors_end_every_rank_with_exit_code_2(tmp_path, spawn_ranks):
     deepshrink = [sys.executable, "-m", "deepshrink", "run"]
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(RECIPE)
@@ -169,7 +138,7 @@ def test_user_errors_end_every_rank_with_exit_code_2(tmp_path):
 
     def spawn(case):
         args, cwds, _ = case
-        return _spawn_ranks([*deepshrink, *args], cwds or (None, None))
+        return spawn_ranks([*deepshrink, *args], cwds or (None, None))
 
     with ThreadPoolExecutor(len(cases)) as pool:  # the cases' rank pairs run side by side
         outcomes = dict(zip(cases, pool.map(spawn, cases.values())))

@@ -7,9 +7,6 @@ start the ranks once less, the same launch first trains the uninterrupted refere
 """
 
 import json
-import socket
-import subprocess
-import sys
 
 import torch
 
@@ -51,28 +48,16 @@ else:
 TIMES = ("seconds", "data_seconds")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _torchrun(driver, *args) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-            "--master-port", str(_free_port()), str(driver), *map(str, args)]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=300)
-
-
 def _epochs(folder) -> list[dict]:
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return [{k: v for k, v in record.items() if k not in TIMES} for record in records]
 
 
-def test_sigkilled_ddp_run_resumes_to_the_uninterrupted_weights(tmp_path):
+def test_sigkilled_ddp_run_resumes_to_the_uninterrupted_weights(tmp_path, torchrun):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     straight, cut = tmp_path / "straight", tmp_path / "cut"
-    killed = _torchrun(driver, "straight-then-kill", straight, cut)
+    killed = torchrun(driver, "straight-then-kill", straight, cut)
     assert killed.returncode != 0  # torchrun reports the killed workers
     assert (straight / "model.safetensors").is_file()
     assert load_checkpoint(cut / "last.ckpt")["epoch"] == 1
@@ -80,7 +65,7 @@ def test_sigkilled_ddp_run_resumes_to_the_uninterrupted_weights(tmp_path):
     assert len(_epochs(cut)) == 1
     epoch_1 = (cut / "metrics.jsonl").read_text()
 
-    resumed = _torchrun(driver, "resume", cut)
+    resumed = torchrun(driver, "resume", cut)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, _ = load_model(straight / "model.safetensors")
     b, _ = load_model(cut / "model.safetensors")

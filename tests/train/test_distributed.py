@@ -1,10 +1,8 @@
 """DDP under torchrun with 2 gloo processes on the CPU equals the single-process run."""
 
-import socket
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from deepshrink.models import load_model
@@ -13,23 +11,18 @@ TRAIN = ["train", "--model", "lenet5", "--data", "digits", "--epochs", "2", "--b
          "--lr", "0.05", "--no-augment", "--limit-train", "1280", "--limit-test", "200", "--threads", "1"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _run(argv, timeout=240):
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+def _checked(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc
 
 
-def test_ddp_two_processes_match_single_process(tmp_path):
+def _run(argv, timeout=240):
+    return _checked(subprocess.run(argv, capture_output=True, text=True, timeout=timeout))
+
+
+def test_ddp_two_processes_match_single_process(tmp_path, torchrun):
     _run([sys.executable, "-m", "deepshrink", *TRAIN, "--out", str(tmp_path / "single")])
-    proc = _run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                 "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-                 "-m", "deepshrink", *TRAIN, "--out", str(tmp_path / "ddp")])
+    proc = _checked(torchrun("-m", "deepshrink", *TRAIN, "--out", tmp_path / "ddp"))
     assert proc.stdout.count("final test top-1") == 1  # only rank 0 prints
     single, _ = load_model(tmp_path / "single" / "model.safetensors")
     ddp, _ = load_model(tmp_path / "ddp" / "model.safetensors")
@@ -39,11 +32,8 @@ def test_ddp_two_processes_match_single_process(tmp_path):
         p.name for p in (tmp_path / "single").iterdir())
 
 
-def test_batch_must_split_over_ranks(tmp_path):
-    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-            "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-            "-m", "deepshrink", *TRAIN[:-2], "--batch-size", "63", "--out", str(tmp_path / "odd")]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=240)
+def test_batch_must_split_over_ranks(tmp_path, torchrun):
+    proc = torchrun("-m", "deepshrink", *TRAIN[:-2], "--batch-size", "63", "--out", tmp_path / "odd")
     assert proc.returncode != 0
     assert "does not split evenly over 2 processes" in proc.stderr
 
@@ -53,14 +43,12 @@ PRUNE = ["--sparsity", "0.6", "--schedule", "linear", "--epochs", "2", "--prune-
          "--threads", "1"]
 
 
-def test_ddp_pruning_fine_tune_has_the_same_masks_and_weights(tmp_path):
+def test_ddp_pruning_fine_tune_has_the_same_masks_and_weights(tmp_path, torchrun):
     dense = tmp_path / "dense"
     _run([sys.executable, "-m", "deepshrink", *TRAIN, "--epochs", "1", "--out", str(dense)])
     model_file = str(dense / "model.safetensors")
     _run([sys.executable, "-m", "deepshrink", "prune", model_file, *PRUNE, "--out", str(tmp_path / "single.safetensors")])
-    proc = _run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                 "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-                 "-m", "deepshrink", "prune", model_file, *PRUNE, "--out", str(tmp_path / "ddp.safetensors")])
+    proc = _checked(torchrun("-m", "deepshrink", "prune", model_file, *PRUNE, "--out", tmp_path / "ddp.safetensors"))
     assert proc.stdout.count("model written to") == 1
     from deepshrink.prune import masks_of
 

@@ -2,9 +2,6 @@
 
 import copy
 import io
-import socket
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -177,19 +174,11 @@ _TWO_RANKS = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow  # three Python processes start torch: ~10 s on a loaded 2-core machine
-def test_two_ranks_skip_together_when_one_sees_inf(tmp_path):
+def test_two_ranks_skip_together_when_one_sees_inf(tmp_path, torchrun):
     script = tmp_path / "two_ranks.py"
     script.write_text(_TWO_RANKS)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-                           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), str(script)],
-                          capture_output=True, text=True, timeout=240)
+    proc = torchrun(script, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("rank "))
     # step 1: only rank 1 saw inf, both skip and halve 8 -> 4; step 2: both step (w -= 0.5 * x) and double.
@@ -223,17 +212,6 @@ class _Probe(TrainHook):
 
     def after_backward(self, trainer):
         self.grad_dtypes |= {p.grad.dtype for p in trainer.model.parameters()}
-
-
-class _CrashIn(TrainHook):
-    def __init__(self, epoch, after_steps=3):
-        self.epoch, self.after_steps, self.seen = epoch, after_steps, 0
-
-    def after_step(self, trainer):
-        if trainer.epoch == self.epoch:
-            self.seen += 1
-            if self.seen == self.after_steps:
-                raise KeyboardInterrupt
 
 
 def _trainer(synthetic, config, out_dir=None, hooks=(), scaler=None):
@@ -273,13 +251,13 @@ def _overflowing_scaler():
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_resume_after_interrupt_gives_identical_weights_and_scale(synthetic, tmp_path, precision):
+def test_resume_after_interrupt_gives_identical_weights_and_scale(synthetic, tmp_path, precision, crash_in):
     config = _config(precision=precision, max_bad_steps=2)
     scaler = _overflowing_scaler if precision == "fp16" else lambda: None
     straight = _trainer(synthetic, config, tmp_path / "straight", scaler=scaler())
     straight_result = straight.fit()
     with pytest.raises(KeyboardInterrupt):
-        _trainer(synthetic, config, tmp_path / "cut", hooks=[_CrashIn(epoch=1)], scaler=scaler()).fit()
+        _trainer(synthetic, config, tmp_path / "cut", hooks=[crash_in(epoch=1)], scaler=scaler()).fit()
     resumed = _trainer(synthetic, config, tmp_path / "cut")  # the default scaler: the checkpoint restores it
     resumed_result = resumed.fit(resume=True)
     for key, value in straight.model.state_dict().items():

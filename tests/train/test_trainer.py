@@ -44,23 +44,10 @@ def test_same_seed_same_weights(synthetic):
         assert torch.equal(va, vb), ka
 
 
-class _CrashIn(TrainHook):
-    """Simulates a kill in the middle of an epoch (after some steps of it)."""
-
-    def __init__(self, epoch, after_steps=3):
-        self.epoch, self.after_steps, self.seen = epoch, after_steps, 0
-
-    def after_step(self, trainer):
-        if trainer.epoch == self.epoch:
-            self.seen += 1
-            if self.seen == self.after_steps:
-                raise KeyboardInterrupt
-
-
-def test_resume_after_interrupt_gives_identical_weights(synthetic, tmp_path):
+def test_resume_after_interrupt_gives_identical_weights(synthetic, tmp_path, crash_in):
     straight, straight_result = _train(synthetic, tmp_path / "straight")
     with pytest.raises(KeyboardInterrupt):
-        _train(synthetic, tmp_path / "cut", hooks=[_CrashIn(epoch=2)])
+        _train(synthetic, tmp_path / "cut", hooks=[crash_in(epoch=2)])
     resumed, resumed_result = _train(synthetic, tmp_path / "cut", resume=True)
     for key, value in straight.model.state_dict().items():
         assert torch.equal(resumed.model.state_dict()[key], value), key
