@@ -1,4 +1,5 @@
-"""Small models for the structured-pruning tests: concatenation, depthwise-separable, flatten."""
+"""Small models for the structured-pruning tests: concatenation, depthwise-separable, flatten,
+grouped convolution."""
 
 from __future__ import annotations
 
@@ -60,16 +61,18 @@ class FlattenNet(nn.Module):
 
 
 class GroupedNet(nn.Module):
-    """A grouped (2 groups, not depthwise) convolution between two convs."""
+    """conv 3->8, a grouped conv 8->12 of 4 groups (2 inputs, 3 filters each; not depthwise), BN,
+    ReLU, conv 12->4."""
 
     def __init__(self) -> None:
         super().__init__()
         self.a = nn.Conv2d(3, 8, 1)
-        self.g = nn.Conv2d(8, 8, 3, padding=1, groups=2)
-        self.b = nn.Conv2d(8, 4, 1)
+        self.g = nn.Conv2d(8, 12, 3, padding=1, groups=4)
+        self.bn = nn.BatchNorm2d(12)
+        self.b = nn.Conv2d(12, 4, 1)
 
     def forward(self, x):
-        return self.b(F.relu(self.g(F.relu(self.a(x)))))
+        return self.b(F.relu(self.bn(self.g(F.relu(self.a(x))))))
 
 
 def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -93,5 +96,5 @@ def small_models():
         "concat": (randomize_batchnorm(ConcatNet()).eval(), (3, 8, 8)),
         "separable": (randomize_batchnorm(SeparableNet()).eval(), (3, 4, 4)),
         "flatten": (FlattenNet().eval(), (3, 2, 2)),
-        "grouped": (GroupedNet().eval(), (3, 4, 4)),
+        "grouped": (randomize_batchnorm(GroupedNet()).eval(), (3, 4, 4)),
     }

@@ -1,4 +1,5 @@
-"""The dependency graph: coupled channel groups of residual, concat, depthwise, flatten and ViT models."""
+"""The dependency graph: coupled channel groups of residual, concat, depthwise, grouped, flatten and ViT
+models."""
 
 import pytest
 import torch
@@ -6,7 +7,7 @@ from torch import nn
 
 from deepshrink.errors import UserError
 from deepshrink.models import build_model, make_spec
-from deepshrink.prune.structured import DependencyGraph
+from deepshrink.prune.structured import DependencyGraph, remove_channels
 
 
 def keys(group):
@@ -70,11 +71,25 @@ def test_flatten_into_linear_gives_feature_blocks(small_models):
     assert graph.skipped == {"fc2": "feeds the model output"}
 
 
-def test_grouped_convolution_is_left_alone(small_models):
+def test_grouped_convolution_couples_channel_j_of_every_group(small_models):
     graph = DependencyGraph(*small_models["grouped"])
-    assert [g.name for g in graph.groups] == []
-    assert "grouped convolution (2 groups)" in graph.skipped["a"]
-    assert "grouped convolution" in graph.skipped["g"]
+    assert [g.name for g in graph.groups] == ["a", "g"] and graph.skipped == {"b": "feeds the model output"}
+    a = graph.group_of("a")  # 8 channels in 4 groups of 2: channel j is {j, 2 + j, 4 + j, 6 + j}
+    assert a.n == 2 and keys(a) == {("a", "out"), ("g", "gin")}
+    assert a.slices[("a", "out")].tolist() == [[0, 2, 4, 6], [1, 3, 5, 7]]
+    assert a.slices[("g", "gin")].tolist() == [[0], [1]]  # weight dim 1 holds one group's inputs
+    g = graph.group_of("g")  # 12 filters in 4 groups of 3
+    assert g.n == 3 and keys(g) == {("g", "out"), ("bn", "bn"), ("b", "in")}
+    assert g.slices[("g", "out")].tolist() == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]]
+
+
+def test_grouped_convolution_removal_keeps_equal_groups(small_models):
+    model, shape = small_models["grouped"]
+    graph = DependencyGraph(model, shape)
+    remove_channels(model, {graph.group_of("a"): torch.tensor([0]), graph.group_of("g"): torch.tensor([1])})
+    assert (model.a.out_channels, model.g.in_channels, model.g.out_channels, model.g.groups) == (4, 4, 8, 4)
+    assert model.g.weight.shape == (8, 1, 3, 3) and model.bn.num_features == 8 and model.b.in_channels == 8
+    assert model(torch.randn(2, *shape)).shape == (2, 4, 4, 4)
 
 
 def test_vit_mlp_hidden_channels_are_prunable_and_the_rest_is_skipped():

@@ -48,6 +48,22 @@ def test_li_rule_prunes_only_the_first_conv_of_each_block_and_rounds():
     assert "residual block output" in result.skipped["conv1"]
 
 
+def test_grouped_convolution_model_prunes_saves_and_reloads(small_models, tmp_path):
+    from deepshrink.models import ArchSpec
+    from deepshrink.models.overrides import apply_overrides
+    from deepshrink.prune.structured.spec import pruned_spec
+
+    model, shape = small_models["grouped"]
+    result = prune_channels(model, shape, StructuredSettings(criterion="l2", ratio=0.5))
+    assert result.channels == {"a": (8, 4), "g": (12, 8)}  # per group: 1 of 2 inputs, 2 of 3 filters left
+    assert (model.g.in_channels, model.g.out_channels, model.g.groups) == (4, 8, 4)
+    x = torch.randn(2, *shape)
+    spec = pruned_spec(ArchSpec("unused", {}), model, result.resized)
+    rebuilt = apply_overrides(type(model)(), spec.overrides).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    assert torch.equal(rebuilt(x), model(x))
+
+
 def test_bad_settings_and_unprunable_models():
     model = small_resnet()
     with pytest.raises(UserError, match="exactly one"):

@@ -48,3 +48,16 @@ def test_concat_and_depthwise_match_torch_pruning(small_models):
         for module, idx in cuts.items():
             deps.get_pruning_group(theirs.get_submodule(module), tp.prune_conv_out_channels, idxs=idx).prune()
         check_same(ours, theirs, shape)
+
+
+def test_grouped_convolution_matches_torch_pruning(small_models):
+    """Our channel j of a 4-group conv is input/filter j of every group; Torch-Pruning removes the
+    same tensor slices when given all of them."""
+    ours, shape = small_models["grouped"]
+    theirs = copy.deepcopy(ours)
+    graph = DependencyGraph(ours, shape)
+    remove_channels(ours, {graph.group_of("a"): torch.tensor([1]), graph.group_of("g"): torch.tensor([0, 2])})
+    deps = tp.DependencyGraph().build_dependency(theirs, example_inputs=torch.randn(1, *shape))
+    deps.get_pruning_group(theirs.a, tp.prune_conv_out_channels, idxs=[1, 3, 5, 7]).prune()
+    deps.get_pruning_group(theirs.g, tp.prune_conv_out_channels, idxs=[0, 2, 3, 5, 6, 8, 9, 11]).prune()
+    check_same(ours, theirs, shape)

@@ -11,6 +11,8 @@ role       slices
 ``out``    Conv2d/Linear output filters: weight dim 0 and the bias (the channel's producers)
 ``in``     Conv2d/Linear input channels/features: weight dim 1
 ``dw``     depthwise Conv2d (groups == in == out > 1): weight dim 0 and the bias
+``gin``    grouped Conv2d input channels: weight dim 1, index j within each group (the
+           channel is input j of every group; the layer's groups each lose it)
 ``bn``     BatchNorm weight, bias, running mean and variance
 ``pad_in`` ZeroPadShortcut input channels; ``pad_out``: its output channels
 =========  ==========================================================================
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-ROLES = ("out", "in", "dw", "bn", "pad_in", "pad_out")
+ROLES = ("out", "in", "dw", "gin", "bn", "pad_in", "pad_out")
 
 Key = tuple[str, str]  # (module name, role)
 

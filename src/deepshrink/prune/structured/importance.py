@@ -1,7 +1,7 @@
 """Channel importance: one score per channel of a group (higher = more important).
 
 Weight criteria look at every Conv2d/Linear weight slice of the group: the output filters that
-produce a channel (``out``, ``dw``) and the input slices that consume it (``in``). Each slice
+produce a channel (``out``, ``dw``) and the input slices that consume it (``in``, ``gin``). Each slice
 of a channel is flattened into one vector per tensor; a tensor's scores are
 
 - ``l1``: sum |w| of the channel's vector (Li et al. 2017, "Pruning Filters for Efficient ConvNets"),
@@ -30,7 +30,7 @@ __all__ = ["CRITERIA", "channel_scores"]
 
 CRITERIA = ("l1", "l2", "fpgm", "bn-scale", "random")
 
-_WEIGHT_DIM = {"out": 0, "dw": 0, "in": 1}
+_WEIGHT_DIM = {"out": 0, "dw": 0, "in": 1, "gin": 1}
 
 
 def _vectors(weight: Tensor, dim: int, index: Tensor) -> Tensor:

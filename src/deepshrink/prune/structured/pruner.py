@@ -65,7 +65,7 @@ class StructuredSettings:
 
 @dataclass
 class StructuredResult:
-    """Channels per pruned group (before, after), resized modules, skipped layers (name ->
+    """Output filters of each pruned group's first producer (before, after), resized modules, skipped layers (name ->
     reason), and MACs/parameters per input before and after."""
 
     channels: dict[str, tuple[int, int]]
@@ -140,6 +140,13 @@ def _ratio_for_target(model: nn.Module, input_shape, scored, settings: Structure
     return high
 
 
+def _filter_counts(group: Group, removed: int) -> tuple[int, int]:
+    """Output filters of the group's first producer before and after removing ``removed`` group
+    channels (a grouped conv's channel is one filter in each of its groups)."""
+    per_channel = group.slices[(group.name, "out")].shape[1]
+    return group.n * per_channel, (group.n - removed) * per_channel
+
+
 def prune_channels(model: nn.Module, input_shape: tuple[int, ...],
                    settings: StructuredSettings) -> StructuredResult:
     """Prune ``model`` (resized in place) for inputs of shape ``input_shape`` (C, H, W)."""
@@ -153,6 +160,6 @@ def prune_channels(model: nn.Module, input_shape: tuple[int, ...],
         ratio = _ratio_for_target(model, input_shape, scored, settings, dense_macs)
     plan = _plan(scored, settings, ratio)
     resized = remove_channels(model, plan)
-    channels = {group.name: (group.n, group.n - len(plan[group])) for group, _ in scored}
+    channels = {group.name: _filter_counts(group, len(plan[group])) for group, _ in scored}
     return StructuredResult(channels, resized, skipped, dense_macs, _macs(model, input_shape),
                             dense_params, count_params(model).total, ratio)

@@ -52,6 +52,10 @@ def _resize_conv(conv: nn.Conv2d, removed: dict[str, Tensor]) -> None:
         keep = _keep(conv.in_channels, removed["in"])
         _slice(conv, "weight", 1, keep)
         conv.in_channels = len(keep)
+    if "gin" in removed:
+        keep = _keep(conv.in_channels // conv.groups, removed["gin"])
+        _slice(conv, "weight", 1, keep)
+        conv.in_channels = len(keep) * conv.groups
 
 
 def _resize_linear(linear: nn.Linear, removed: dict[str, Tensor]) -> None:
