@@ -15,6 +15,9 @@ each pruned model is taken against the dense model on the same engine and compar
 
     python benchmarks/structured_speed.py r20.safetensors li.safetensors g8.safetensors \
         --batches 1 128 --threads 2 --rounds 30 --out runs/structured-speed.json
+
+With 2 or more threads, PyTorch's and ONNX Runtime's thread pools in one process compete at
+batch 1: time each engine in its own process (``--engines onnxruntime``, ...).
 """
 
 from __future__ import annotations
@@ -36,14 +39,19 @@ from deepshrink.quant.onnx_export import export_onnx, load_onnx
 ENGINES = ("torch", "torch-optimized", "onnxruntime")
 
 
-def engines_for(path: Path, threads: int, work: Path) -> tuple[dict, int, tuple[int, ...]]:
-    """({engine: callable model}, MACs per image, input shape) for one model file."""
+def engines_for(path: Path, threads: int, work: Path, engines=ENGINES) -> tuple[dict, int, tuple[int, ...]]:
+    """({engine: callable model} for ``engines``, MACs per image, input shape) for one model file."""
     model, info = load_model(path)
     model.eval()
-    onnx_path = work / (path.stem + ".onnx")
-    export_onnx(model, info, onnx_path)
-    runners = {"torch": model, "torch-optimized": inference_copy(model),
-               "onnxruntime": load_onnx(onnx_path, threads)[0]}
+    runners = {}
+    if "torch" in engines:
+        runners["torch"] = model
+    if "torch-optimized" in engines:
+        runners["torch-optimized"] = inference_copy(model)
+    if "onnxruntime" in engines:
+        onnx_path = work / (path.stem + ".onnx")
+        export_onnx(model, info, onnx_path)
+        runners["onnxruntime"] = load_onnx(onnx_path, threads)[0]
     return runners, model_costs(model, info.input.shape).totals["macs"], info.input.shape
 
 
@@ -71,11 +79,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES),
+                   help="engines to time; with more than 1 thread time one engine per process (two thread "
+                        "pools in one process disturb each other at batch 1)")
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as work:
-        loaded = {f.name: engines_for(f, args.threads, Path(work)) for f in args.files}
+        loaded = {f.name: engines_for(f, args.threads, Path(work), args.engines) for f in args.files}
         runners = {name: entry[0] for name, entry in loaded.items()}
         macs = {name: entry[1] for name, entry in loaded.items()}
         shape = next(iter(loaded.values()))[2]
