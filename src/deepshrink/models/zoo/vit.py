@@ -91,6 +91,8 @@ class TransformerBlock(nn.Module):
         return x + self.mlp(self.norm2(x.float()))
 
 
+@register_model("vit-tiny", description="tiny Vision Transformer (4x4 patches, 6 pre-norm blocks, dim 128)",
+                default_input=(3, 32, 32))
 class VisionTransformer(nn.Module):
     """(N, C, S, S) -> patch_embed (N, dim, S/p, S/p) -> tokens (N, P, dim), P = (S/p)^2
     -> prepend cls token, add position embedding (N, P+1, dim) -> ``depth`` blocks -> norm
@@ -134,21 +136,3 @@ class VisionTransformer(nn.Module):
         x = self.drop(torch.cat([cls, x], dim=1) + self.pos_embed)
         x = self.norm(self.blocks(x).float())  # float32 LayerNorm, as in the blocks
         return self.head(x[:, 0])
-
-
-@register_model("vit-tiny", description="tiny Vision Transformer (4x4 patches, 6 pre-norm blocks, dim 128)",
-                default_input=(3, 32, 32))
-def vit_tiny(
-    num_classes: int = 10,
-    in_channels: int = 3,
-    image_size: int = 32,
-    patch_size: int = 4,
-    dim: int = 128,
-    depth: int = 6,
-    heads: int = 4,
-    mlp_dim: int = 256,
-    dropout: float = 0.0,
-) -> VisionTransformer:
-    return VisionTransformer(
-        num_classes, in_channels, image_size, patch_size, dim, depth, heads, mlp_dim, dropout
-    )

@@ -37,37 +37,32 @@ def _slice(module: nn.Module, name: str, dim: int, keep: Tensor) -> None:
         setattr(module, name, sliced)
 
 
+def _drop(module: nn.Module, dim: int, size: int, removed: Tensor) -> int:
+    """Slice the weight (and, along dim 0, the bias) of ``module`` to the indices of range(``size``)
+    not in ``removed``; returns how many are kept."""
+    keep = _keep(size, removed)
+    _slice(module, "weight", dim, keep)
+    if dim == 0:
+        _slice(module, "bias", 0, keep)
+    return len(keep)
+
+
 def _resize_conv(conv: nn.Conv2d, removed: dict[str, Tensor]) -> None:
     if "dw" in removed:
-        keep = _keep(conv.out_channels, removed["dw"])
-        _slice(conv, "weight", 0, keep)
-        _slice(conv, "bias", 0, keep)
-        conv.in_channels = conv.out_channels = conv.groups = len(keep)
+        conv.in_channels = conv.out_channels = conv.groups = _drop(conv, 0, conv.out_channels, removed["dw"])
     if "out" in removed:
-        keep = _keep(conv.out_channels, removed["out"])
-        _slice(conv, "weight", 0, keep)
-        _slice(conv, "bias", 0, keep)
-        conv.out_channels = len(keep)
+        conv.out_channels = _drop(conv, 0, conv.out_channels, removed["out"])
     if "in" in removed:
-        keep = _keep(conv.in_channels, removed["in"])
-        _slice(conv, "weight", 1, keep)
-        conv.in_channels = len(keep)
-    if "gin" in removed:
-        keep = _keep(conv.in_channels // conv.groups, removed["gin"])
-        _slice(conv, "weight", 1, keep)
-        conv.in_channels = len(keep) * conv.groups
+        conv.in_channels = _drop(conv, 1, conv.in_channels, removed["in"])
+    if "gin" in removed:  # index j within each group's inputs
+        conv.in_channels = conv.groups * _drop(conv, 1, conv.in_channels // conv.groups, removed["gin"])
 
 
 def _resize_linear(linear: nn.Linear, removed: dict[str, Tensor]) -> None:
     if "out" in removed:
-        keep = _keep(linear.out_features, removed["out"])
-        _slice(linear, "weight", 0, keep)
-        _slice(linear, "bias", 0, keep)
-        linear.out_features = len(keep)
+        linear.out_features = _drop(linear, 0, linear.out_features, removed["out"])
     if "in" in removed:
-        keep = _keep(linear.in_features, removed["in"])
-        _slice(linear, "weight", 1, keep)
-        linear.in_features = len(keep)
+        linear.in_features = _drop(linear, 1, linear.in_features, removed["in"])
 
 
 def _resize_batchnorm(bn: nn.modules.batchnorm._BatchNorm, removed: dict[str, Tensor]) -> None:
