@@ -8,10 +8,10 @@ a concatenation lays its inputs' channels end to end, a flatten into a Linear tu
 channel into a block of features, a depthwise convolution and a BatchNorm keep the channels of
 their input, the option-A :class:`~deepshrink.models.zoo.resnet_cifar.ZeroPadShortcut` places
 its input channels between fresh zero channels, a grouped convolution of g groups couples
-channel j of every group (its input channels and its filters: each group must keep the same
-count). Atoms that reach an operation this module does not understand (LayerNorm, attention
-reshapes, indexing, the model output, parameters used as tensors) are *blocked*: their channels are left alone, and the
-producing layers are reported in :attr:`DependencyGraph.skipped` with the reason.
+channel j of every group (of its inputs, and of its filters: each group keeps the same count).
+Atoms that reach an operation this module does not understand (LayerNorm, attention reshapes,
+indexing, the model output, parameters used as tensors) are *blocked*: their channels are left
+alone, and the producing layers are reported in :attr:`DependencyGraph.skipped` with the reason.
 """
 
 from __future__ import annotations
@@ -227,6 +227,8 @@ class DependencyGraph:
 
     def _conv(self, name: str, conv: nn.Conv2d, x: Any, shape: tuple[int, ...]) -> Chan:
         usable = isinstance(x, Chan) and x.axis == 1
+        if isinstance(x, Chan) and not usable:
+            self._block(x, f"{name}: convolution over a dimension that is not the channel axis")
         if conv.groups == 1:
             if usable:
                 self._attach(x.ids, name, "in")
@@ -234,21 +236,15 @@ class DependencyGraph:
         if conv.groups == conv.in_channels == conv.out_channels and usable:
             self._attach(x.ids, name, "dw")
             return Chan(1, x.ids, len(shape))
-        if usable:
-            return self._grouped_conv(name, conv, x, shape)
-        reason = f"{name}: grouped convolution ({conv.groups} groups) on untracked channels"
-        out = self._new(conv.out_channels, name, "out")
-        for atom in out:
-            self._blocked[atom] = reason
-        return Chan(1, out, len(shape))
+        return self._grouped_conv(name, conv, x if usable else None, shape)
 
-    def _grouped_conv(self, name: str, conv: nn.Conv2d, x: Chan, shape: tuple[int, ...]) -> Chan:
-        """A conv of g groups (not depthwise) stays valid if every group loses the same channels:
-        input channel j of every group is one stripe (a channel of weight dim 1, ``gin`` role),
-        and so is output filter l of every group."""
+    def _grouped_conv(self, name: str, conv: nn.Conv2d, x: Chan | None, shape: tuple[int, ...]) -> Chan:
+        """A conv of g groups stays valid if every group loses the same channels: input channel j
+        of every group is one channel (index j of weight dim 1, role ``gin``), and so is output
+        filter l of every group."""
         g = conv.groups
         per_in, per_out = conv.in_channels // g, conv.out_channels // g
-        for j in range(per_in):
+        for j in range(per_in if x is not None else 0):
             for a in range(1, g):
                 self._union(x.ids[j], x.ids[a * per_in + j])
             self._slots[x.ids[j]].append((name, "gin", j))
