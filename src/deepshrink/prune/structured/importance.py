@@ -1,8 +1,8 @@
 """Channel importance: one score per channel of a group (higher = more important).
 
 Weight criteria look at every Conv2d/Linear weight slice of the group: the output filters that
-produce a channel (``out``, ``dw``) and the input slices that consume it (``in``, ``gin``). Each slice
-of a channel is flattened into one vector per tensor; a tensor's scores are
+produce a channel (``out``, ``dw``) and the input slices that consume it (``in``, ``gin``).
+Each slice of a channel is flattened into one vector per tensor; a tensor's scores are
 
 - ``l1``: sum |w| of the channel's vector (Li et al. 2017, "Pruning Filters for Efficient ConvNets"),
 - ``l2``: its Euclidean norm,

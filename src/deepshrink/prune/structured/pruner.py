@@ -65,8 +65,8 @@ class StructuredSettings:
 
 @dataclass
 class StructuredResult:
-    """Output filters of each pruned group's first producer (before, after), resized modules, skipped layers (name ->
-    reason), and MACs/parameters per input before and after."""
+    """Output filters of each pruned group's first producer (before, after), resized modules,
+    skipped layers (name -> reason), and MACs/parameters per input before and after."""
 
     channels: dict[str, tuple[int, int]]
     resized: list[str]
