@@ -62,6 +62,9 @@ def test_agp_with_fine_tuning(model_file, tmp_path, capsys):
     (["--sparsity", "0.5", "--epochs", "1"], "needs --data"),
     (["--sparsity", "0.5", "--exclude", "fc9*"], "matches no"),
     (["--sparsity", "0.5", "--schedule", "cubic"], "invalid choice"),
+    (["--sparsity", "0.5", "--max-layer-sparsity", "0"], "out of range"),
+    (["--sparsity", "0.5", "--max-layer-sparsity", "0.8"], "global scope only"),
+    (["--sparsity", "0.9", "--scope", "global", "--max-layer-sparsity", "0.8"], "cannot be reached"),
 ])
 def test_bad_inputs_exit_2_with_one_line(model_file, tmp_path, capsys, extra, needle):
     out = tmp_path / "p.safetensors"

@@ -50,6 +50,18 @@ def test_global_linear_schedule_with_fine_tuning(model_file, tmp_path, digits):
     assert info.history[-1]["prune_epochs"] == 1 and info.history[-1]["scope"] == "global"
 
 
+def test_max_layer_sparsity_caps_every_layer_and_is_recorded(model_file, tmp_path):
+    settings = PruneSettings(0.7, scope="global", max_layer_sparsity=0.75, exclude_first_last=False)
+    result = prune_job(model_file, tmp_path / "p.safetensors", settings, _config(0))
+    assert result.sparsity == pytest.approx(0.7, abs=1e-4)
+    assert max(result.layer_sparsity.values()) <= 0.75 + 1e-9
+    uncapped = prune_job(model_file, tmp_path / "u.safetensors", PruneSettings(0.7, scope="global",
+                         exclude_first_last=False), _config(0))
+    assert max(uncapped.layer_sparsity.values()) > 0.75  # the cap did bind
+    _, info = load_model(tmp_path / "p.safetensors")
+    assert info.history[-1]["max_layer_sparsity"] == 0.75
+
+
 @pytest.mark.parametrize("settings,epochs,needle", [
     (PruneSettings(1.0), 0, r"sparsity must be in \[0, 1\)"),
     (PruneSettings(-0.1), 0, "sparsity must be"),
@@ -59,6 +71,9 @@ def test_global_linear_schedule_with_fine_tuning(model_file, tmp_path, digits):
     (PruneSettings(-1.0, criterion="std"), 0, "std factor"),
     (PruneSettings(0.5, schedule="linear", prune_epochs=5), 2, "prune epochs"),
     (PruneSettings(0.5, exclude=("nope*",)), 0, "matches no"),
+    (PruneSettings(0.5, max_layer_sparsity=0.0), 0, r"max layer sparsity must be in \(0, 1\]"),
+    (PruneSettings(0.5, max_layer_sparsity=0.8), 0, "global scope only"),
+    (PruneSettings(0.9, scope="global", max_layer_sparsity=0.8), 0, "cannot be reached"),
 ])
 def test_bad_settings_are_user_errors_and_write_nothing(model_file, tmp_path, settings, epochs, needle):
     config = TrainConfig(epochs=0, device="cpu")

@@ -180,3 +180,12 @@ def test_mixed_precision_mistakes_name_their_line(stage, message):
 def test_mixed_keys_belong_to_quantize_only():
     assert "stages[1].prune.mixed_budget_kb: unknown key" in error_of(
         HEAD + "  - train: {epochs: 1}\n  - prune: {amount: 0.5, mixed_budget_kb: 10}\n")
+
+
+def test_max_layer_sparsity_key_of_the_prune_stage():
+    recipe = parse_recipe(HEAD + "  - train: {epochs: 1}\n  - prune: {amount: 0.8, scope: global, "
+                                 "max_layer_sparsity: 0.95}\n")
+    assert recipe.stages[1].settings == PruneSettings(amount=0.8, scope="global", max_layer_sparsity=0.95)
+    assert "max_layer_sparsity: must be a number in (0, 1], got 0" in error_of(
+        HEAD + "  - prune: {amount: 0.5, scope: global, max_layer_sparsity: 0}\n")
+    assert "global scope only" in error_of(HEAD + "  - prune: {amount: 0.5, max_layer_sparsity: 0.9}\n")

@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 from deepshrink.errors import UserError
@@ -72,3 +74,53 @@ def test_bad_names_and_factors_are_user_errors():
     with pytest.raises(UserError, match="std factor"):
         std_mask(torch.ones(3), -1.0)
     assert pruned_count(7, 0.5) == 4 and pruned_count(10, 0.0) == 0
+
+
+def test_capped_global_threshold_stops_at_the_cap_and_prunes_the_rest_elsewhere():
+    weights = {"a": torch.arange(1.0, 11.0), "b": torch.arange(1.0, 11.0) / 10}
+    masks = global_magnitude_masks(weights, 0.5, max_layer_sparsity=0.6)  # b may lose only 6
+    assert masks["b"].tolist() == [0] * 6 + [1] * 4
+    assert masks["a"].tolist() == [0] * 4 + [1] * 6  # a's 1, 2, 3, 4 make up the 10
+
+
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=5), st.floats(0.0, 0.95), st.floats(0.05, 1.0),
+       st.integers(0, 2**16))
+@settings(max_examples=200, deadline=None)
+def test_capped_global_threshold_is_exact_capped_and_greedy(sizes, sparsity, cap, seed):
+    generator = torch.Generator().manual_seed(seed)
+    weights = {f"l{i}": torch.randint(-5, 6, (n,), generator=generator).float() * (i + 1)
+               for i, n in enumerate(sizes)}  # many ties, within and between layers
+    total = sum(sizes)
+    caps = {name: round(cap * w.numel()) for name, w in weights.items()}
+    if round(sparsity * total) > sum(caps.values()):
+        with pytest.raises(UserError, match="cannot be reached"):
+            global_magnitude_masks(weights, sparsity, cap)
+        return
+    masks = global_magnitude_masks(weights, sparsity, cap)
+    assert sum(int((m == 0).sum()) for m in masks.values()) == round(sparsity * total)
+    assert all(int((masks[n] == 0).sum()) <= caps[n] for n in weights)
+    # greedy: a kept weight smaller than a pruned one only sits in a layer that reached its cap
+    largest_pruned = max((w.abs()[masks[n] == 0].max() for n, w in weights.items() if (masks[n] == 0).any()),
+                         default=None)
+    for name, w in weights.items():
+        below = (w.abs() < largest_pruned) & (masks[name] == 1) if largest_pruned is not None else None
+        if below is not None and below.any():
+            assert int((masks[name] == 0).sum()) == caps[name]
+    if cap == 1.0:
+        uncapped = global_magnitude_masks(weights, sparsity)
+        assert all(torch.equal(masks[n], uncapped[n]) for n in weights)
+
+
+def test_a_cap_that_never_binds_changes_nothing():
+    generator = torch.Generator().manual_seed(3)
+    weights = {"a": torch.randn(8, 9, generator=generator), "b": 2 * torch.randn(30, generator=generator)}
+    uncapped = global_magnitude_masks(weights, 0.4)
+    capped = mask_method("magnitude", "global", max_layer_sparsity=0.99)(weights, 0.4)
+    assert all(torch.equal(capped[n], uncapped[n]) for n in weights)
+
+
+def test_a_cap_outside_global_magnitude_is_a_user_error():
+    with pytest.raises(UserError, match="global magnitude"):
+        mask_method("magnitude", "layer", max_layer_sparsity=0.8)
+    with pytest.raises(UserError, match="global magnitude"):
+        mask_method("random", "global", max_layer_sparsity=0.8)

@@ -38,6 +38,7 @@ nonneg_int = _number(int, "an integer", low=0)
 positive_float = _number(float, "a number", low=0, low_open=True)
 nonneg_float = _number(float, "a number", low=0)
 unit_interval = _number(float, "a number", low=0, high=1, high_open=True)
+fraction_up_to_one = _number(float, "a number", low=0, high=1, low_open=True)
 
 
 def key_value(text: str) -> tuple[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from deepshrink.cli.args import nonneg_float, nonneg_int, positive_int, set_threads, unit_interval
+from deepshrink.cli.args import nonneg_float, nonneg_int, positive_int, fraction_up_to_one, set_threads, unit_interval
 from deepshrink.cli.finetune import add_finetune_args, finetune_plan
 from deepshrink.train.distributed import current
 from deepshrink.errors import UserError
@@ -41,6 +41,8 @@ def register(sub) -> None:
                    help="--structured: prune only the first conv of each residual block (Li et al. 2017)")
     p.add_argument("--scope", choices=SCOPES, default="layer",
                    help="layer: the same sparsity in every layer; global: one threshold over all")
+    p.add_argument("--max-layer-sparsity", type=fraction_up_to_one, default=1.0, metavar="C",
+                   help="--scope global: no layer loses more than this fraction of its weights (default 1: no cap)")
     p.add_argument("--schedule", choices=SCHEDULES, default="oneshot")
     p.add_argument("--epochs", type=nonneg_int, default=0,
                    help="fine-tuning epochs (0: prune only, no data needed)")
@@ -65,7 +67,7 @@ def _settings(args: argparse.Namespace) -> PruneSettings:
         raise UserError("--criterion std takes --std-factor S; magnitude and random take --sparsity Q")
     amount = args.std_factor if args.criterion == "std" else args.sparsity
     return PruneSettings(amount, args.criterion, args.scope, args.schedule, args.prune_epochs,
-                         tuple(args.exclude), not args.prune_first_last, args.seed)
+                         tuple(args.exclude), not args.prune_first_last, args.seed, args.max_layer_sparsity)
 
 
 def _structured_settings(args: argparse.Namespace) -> StructuredSettings:

@@ -25,7 +25,9 @@ from deepshrink.train.distributed import current
 class PruneSettings:
     """What to prune and how. ``amount``: the target sparsity in [0, 1) (magnitude, random) or
     the std factor s >= 0 (std: prune |w| < s * std(w)). ``prune_epochs``: epochs over which
-    linear/agp ramp up (default: half of the training epochs, at least 1)."""
+    linear/agp ramp up (default: half of the training epochs, at least 1).
+    ``max_layer_sparsity``: with the global magnitude criterion, no layer loses more than this
+    fraction of its weights (1: no cap)."""
 
     amount: float
     criterion: str = "magnitude"
@@ -35,6 +37,7 @@ class PruneSettings:
     exclude: tuple[str, ...] = ()
     exclude_first_last: bool = True
     seed: int = 0
+    max_layer_sparsity: float = 1.0
 
     def check(self, epochs: int) -> None:
         """A :class:`UserError` for any value out of range (given the training epochs)."""
@@ -47,10 +50,20 @@ class PruneSettings:
                 raise UserError(f"std factor must be >= 0, got {self.amount}")
         elif not 0.0 <= self.amount < 1.0:
             raise UserError(f"sparsity must be in [0, 1), got {self.amount}")
+        self._check_cap()
         if epochs < 0:
             raise UserError(f"epochs must be >= 0, got {epochs}")
         if self.prune_epochs is not None and not 1 <= self.prune_epochs <= max(epochs, 1):
             raise UserError(f"prune epochs must be in [1, {max(epochs, 1)}], got {self.prune_epochs}")
+
+    def _check_cap(self) -> None:
+        cap = self.max_layer_sparsity
+        if not 0.0 < cap <= 1.0:
+            raise UserError(f"max layer sparsity must be in (0, 1], got {cap}")
+        if cap < 1.0 and (self.criterion, self.scope) != ("magnitude", "global"):
+            raise UserError("max layer sparsity applies to the magnitude criterion with global scope only")
+        if self.amount > cap:
+            raise UserError(f"sparsity {self.amount} cannot be reached when no layer may exceed {cap}")
 
     def ramp_epochs(self, epochs: int) -> int:
         """Epochs over which linear/agp ramp up in a run of ``epochs`` epochs."""
@@ -66,6 +79,8 @@ class PruneSettings:
         record = {"stage": "prune", "criterion": self.criterion, key: self.amount, "scope": self.scope,
                   "schedule": self.schedule if epochs else "oneshot", "epochs": epochs,
                   "exclude": list(self.exclude), "exclude_first_last": self.exclude_first_last}
+        if self.max_layer_sparsity < 1.0:
+            record["max_layer_sparsity"] = self.max_layer_sparsity
         if epochs and self.schedule != "oneshot":
             record["prune_epochs"] = self.ramp_epochs(epochs)
         return record
@@ -96,7 +111,7 @@ def prune_job(model_file: str | os.PathLike, out: str | os.PathLike, settings: P
     names = list(prunable_layers(model, settings.exclude, exclude_first_last=settings.exclude_first_last))
     if not names:
         raise UserError(f"{model_file}: no Conv2d/Linear layer left to prune after the exclusions")
-    method = mask_method(settings.criterion, settings.scope, settings.seed)
+    method = mask_method(settings.criterion, settings.scope, settings.seed, settings.max_layer_sparsity)
     torch.manual_seed(config.seed)
     if config.epochs == 0:
         prune_layers(model, names, method, settings.amount)

@@ -187,7 +187,7 @@ STAGE_KEYS: dict[str, dict[str, Callable]] = {
     "train": {"distill": _options},
     "prune": {"distill": _options, "amount": _number(0), "criterion": _choice(CRITERIA), "scope": _choice(SCOPES),
               "schedule": _choice(PRUNE_SCHEDULES), "prune_epochs": _integer(1), "exclude": _texts,
-              "exclude_first_last": _boolean},
+              "exclude_first_last": _boolean, "max_layer_sparsity": _number(0, 1, low_open=True)},
     "structured": {"distill": _options, "criterion": _choice(STRUCTURED_CRITERIA), "ratio": _number(0, 1, high_open=True),
                    "target_macs_reduction": _number(0, 1, high_open=True), "global_ranking": _boolean,
                    "round_to": _integer(1), "li_resnet_rule": _boolean, "layer_ratios": _ratios},

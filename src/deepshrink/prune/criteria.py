@@ -64,18 +64,47 @@ def _split(flat_mask: Tensor, weights: dict[str, Tensor]) -> dict[str, Tensor]:
     return {name: part.view_as(w) for (name, w), part in zip(weights.items(), parts)}
 
 
-def global_magnitude_masks(weights: dict[str, Tensor], sparsity: float) -> dict[str, Tensor]:
+def global_magnitude_masks(weights: dict[str, Tensor], sparsity: float,
+                           max_layer_sparsity: float = 1.0) -> dict[str, Tensor]:
     """One magnitude threshold over all ``weights`` together: exactly round(sparsity * total)
-    pruned in all; ties broken by (layer order, position)."""
-    return _split(magnitude_mask(_flat(weights), sparsity), weights)
+    pruned in all; ties broken by (layer order, position).
+
+    ``max_layer_sparsity`` c < 1 caps every layer at round(c * numel) pruned weights: the
+    smallest |w| over all layers are pruned until a layer reaches its cap, then only the others
+    (so a large late layer cannot be emptied by a global threshold).
+    """
+    if max_layer_sparsity >= 1.0:
+        return _split(magnitude_mask(_flat(weights), sparsity), weights)
+    if not max_layer_sparsity > 0.0:
+        raise UserError(f"max layer sparsity must be in (0, 1], got {max_layer_sparsity}")
+    total = sum(w.numel() for w in weights.values())
+    values, positions, offset = [], [], 0
+    for w in weights.values():  # a layer's candidates: its round(c * numel) smallest |w|
+        order = torch.sort(w.detach().abs().flatten(), stable=True)
+        cap = pruned_count(w.numel(), max_layer_sparsity)
+        values.append(order.values[:cap])
+        positions.append(order.indices[:cap] + offset)
+        offset += w.numel()
+    count, candidates = pruned_count(total, sparsity), torch.cat(values)
+    if count > candidates.numel():
+        raise UserError(f"a global sparsity of {sparsity} cannot be reached when no layer may exceed "
+                        f"{max_layer_sparsity}: at most {candidates.numel() / total:.4f}")
+    chosen = torch.cat(positions)[torch.sort(candidates, stable=True).indices[:count]]
+    flat = torch.ones(total, dtype=candidates.dtype, device=candidates.device)
+    flat[chosen] = 0
+    return _split(flat, weights)
 
 
-def mask_method(criterion: str, scope: str = "layer", seed: int = 0) -> MaskMethod:
-    """The mask function of ``criterion`` applied per layer or over all layers (``scope``)."""
+def mask_method(criterion: str, scope: str = "layer", seed: int = 0,
+                max_layer_sparsity: float = 1.0) -> MaskMethod:
+    """The mask function of ``criterion`` applied per layer or over all layers (``scope``);
+    ``max_layer_sparsity`` < 1 caps each layer under the global magnitude threshold."""
     if criterion not in CRITERIA:
         raise UserError(f"unknown criterion {criterion!r}; choose one of: {', '.join(CRITERIA)}")
     if scope not in SCOPES:
         raise UserError(f"unknown scope {scope!r}; choose one of: {', '.join(SCOPES)}")
+    if max_layer_sparsity < 1.0 and (criterion, scope) != ("magnitude", "global"):
+        raise UserError("a max layer sparsity applies to the global magnitude criterion only")
     generator = torch.Generator().manual_seed(seed)
     single = {"magnitude": magnitude_mask, "std": std_mask,
               "random": lambda w, q: random_mask(w, q, generator)}[criterion]
@@ -84,6 +113,8 @@ def mask_method(criterion: str, scope: str = "layer", seed: int = 0) -> MaskMeth
         return {name: single(w, amount) for name, w in weights.items()}
 
     def over_all(weights: dict[str, Tensor], amount: float) -> dict[str, Tensor]:
+        if criterion == "magnitude":
+            return global_magnitude_masks(weights, amount, max_layer_sparsity)
         return _split(single(_flat(weights), amount), weights)
 
     return per_layer if scope == "layer" else over_all
