@@ -1,0 +1,212 @@
+"""Validation of a recipe's plain data against the schema, every mistake named by its line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from deepshrink.errors import UserError
+from deepshrink.pipeline.prune import PruneSettings
+from deepshrink.pipeline.quantize import MixedPrecision
+from deepshrink.pipeline.recipe.schema import (COMPRESSING, DATA_KEYS, DISTILL_KEYS, MODEL_KEYS, MODEL_SOURCES,
+                                               QUANTIZE_JOB_KEYS, STAGE_KEYS, STAGE_KINDS, STAGE_REQUIRED, TOP_KEYS,
+                                               TRAIN_KEYS)
+from deepshrink.pipeline.recipe.spec import (DataSpec, Distill, EncodeSettings, ExportSettings, ModelSource, Recipe,
+                                             Stage)
+from deepshrink.pipeline.recipe.values import BadValue, did_you_mean
+from deepshrink.prune.structured import StructuredSettings
+from deepshrink.quant import BITS, QuantConfig
+from deepshrink.quant.api import KMEANS_BITS
+from deepshrink.quant.mixed import DEFAULT_BITS as MIXED_DEFAULT_BITS
+from deepshrink.train import TrainConfig
+
+
+def mixed_precision_of(options: dict[str, Any]) -> MixedPrecision | None:
+    """The mixed-precision settings of a checked quantize stage (None without ``mixed_budget_kb``),
+    as ``deepshrink quantize --mixed-budget-kb`` makes them."""
+    if "mixed_budget_kb" not in options:
+        return None
+    chosen = {"criterion": options["mixed_criterion"]} if "mixed_criterion" in options else {}
+    if "mixed_bits" in options:
+        chosen["bits_options"] = tuple(sorted(set(options["mixed_bits"])))
+    return MixedPrecision(round(options["mixed_budget_kb"] * 1024), **chosen)
+
+
+class Validator:
+    """Checks plain recipe data; ``fail`` builds the error naming the file, line and key path."""
+
+    def __init__(self, source: str, lines: dict[str, int], base_dir: Path):
+        self.source, self.lines, self.base_dir = source, lines, base_dir
+
+    def fail(self, path: str, message: str) -> UserError:
+        line = self.lines.get(path)
+        while line is None and path:  # a missing key: point at its parent
+            path = path.rpartition(".")[0] if "." in path else ""
+            line = self.lines.get(path)
+        where = f" line {line}" if line is not None else ""
+        return UserError(f"{self.source}{where}: {path or 'recipe'}: {message}")
+
+    def mapping(self, value: Any, path: str, keys: dict[str, Callable | None],
+                required: tuple[str, ...] = ()) -> dict[str, Any]:
+        """``value`` checked as a mapping with only ``keys`` (None: checked by the caller)."""
+        if not isinstance(value, dict):
+            raise self.fail(path, f"must be a mapping, got {value!r}")
+        checked = {}
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else key
+            if key not in keys:
+                raise self.fail(child, f"unknown key{did_you_mean(key, keys)}; "
+                                       f"allowed: {', '.join(sorted(keys))}")
+            try:
+                checked[key] = item if keys[key] is None else keys[key](item)
+            except BadValue as exc:
+                raise self.fail(child, str(exc)) from None
+        for key in required:
+            if key not in value:
+                raise self.fail(path, f"missing required key {key!r}")
+        return checked
+
+    def path_of(self, text: str) -> Path:
+        path = Path(text).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+    def recipe(self, data: Any) -> Recipe:
+        top = self.mapping(data, "", TOP_KEYS, ("name", "out", "data", "model", "stages"))
+        data_spec = self.data(top["data"])
+        model = self.model(top["model"])
+        stages = top["stages"]
+        if not isinstance(stages, list) or not stages:
+            raise self.fail("stages", "must be a non-empty list of stages")
+        checked = tuple(self.stage(item, f"stages[{i}]", top.get("device", "auto")) for i, item in enumerate(stages))
+        self.order(model, checked)
+        return Recipe(top["name"], Path(top["out"]), data_spec, model, checked, top.get("device", "auto"),
+                      top.get("threads"), self.source)
+
+    def data(self, value: Any) -> DataSpec:
+        data = self.mapping(value, "data", DATA_KEYS, ("name",))
+        directory = self.path_of(data["dir"]) if "dir" in data else None
+        if data["name"] == "cifar10" and directory is None:
+            raise self.fail("data", "cifar10 needs 'dir' (the folder holding the dataset)")
+        return DataSpec(data["name"], directory, data.get("limit_train"), data.get("limit_test"))
+
+    def model(self, value: Any) -> ModelSource:
+        model = self.mapping(value, "model", MODEL_KEYS)
+        kinds = [kind for kind in MODEL_SOURCES if kind in model]
+        if len(kinds) != 1:
+            raise self.fail("model", f"give exactly one of {', '.join(MODEL_SOURCES)}")
+        kind = kinds[0]
+        extra = {"zoo": ("checkpoint", "file"), "pretrained": ("options", "file"), "file": ("options", "checkpoint")}
+        for key in extra[kind]:
+            if key in model:
+                raise self.fail(f"model.{key}", f"does not apply to a {kind} model")
+        if kind == "zoo":
+            return ModelSource("zoo", model["zoo"], options=model.get("options", {}))
+        if kind == "pretrained":
+            if "checkpoint" not in model:
+                raise self.fail("model", "missing required key 'checkpoint' (the published checkpoint file)")
+            return ModelSource("pretrained", model["pretrained"], self.path_of(model["checkpoint"]))
+        return ModelSource("file", path=self.path_of(model["file"]))
+
+    def stage(self, value: Any, path: str, device: str) -> Stage:
+        if not isinstance(value, dict) or len(value) != 1:
+            raise self.fail(path, f"must be a mapping with one key, the stage kind ({', '.join(STAGE_KINDS)})")
+        (kind, body), = value.items()
+        if kind not in STAGE_KINDS:
+            raise self.fail(f"{path}.{kind}", f"unknown stage{did_you_mean(kind, STAGE_KINDS)}; "
+                                              f"choose one of: {', '.join(STAGE_KINDS)}")
+        path = f"{path}.{kind}"
+        training = kind in ("train", *COMPRESSING)
+        keys = {**STAGE_KEYS[kind], **({k: check for k, (_, check) in TRAIN_KEYS.items()} if training else {})}
+        options = self.mapping({} if body is None else body, path, keys, STAGE_REQUIRED.get(kind, ()))
+        self.ranges(kind, options, path)
+        train = self.train_config(options, path, device, default_epochs=0) if training else None
+        try:
+            settings = self.settings(kind, options, train)
+            mixed = mixed_precision_of(options) if kind == "quantize" else None
+        except UserError as exc:
+            raise self.fail(path, str(exc)) from None
+        distill = None
+        if "distill" in options:
+            distill = Distill(**self.mapping(options["distill"], f"{path}.distill", DISTILL_KEYS))
+            if not train.epochs:
+                raise self.fail(f"{path}.distill", "distils during fine-tuning: give the stage epochs > 0")
+        return Stage(kind, options, settings, train, distill, mixed, options.get("calibration_images"))
+
+    def ranges(self, kind: str, options: dict[str, Any], path: str) -> None:
+        """Ranges that depend on another key of the stage: prune amount, quantization bits."""
+        if kind == "prune" and options.get("criterion") != "std" and not options["amount"] < 1:
+            raise self.fail(f"{path}.amount", f"must be a sparsity in [0, 1), got {options['amount']}")
+        if kind != "quantize":
+            return
+        method = options.get("method", QuantConfig.method)
+        allowed = BITS if method == "linear" else KMEANS_BITS
+        shown = "2..8 or 16" if 16 in allowed else "2..8"
+        if "mixed_budget_kb" in options:
+            if "bits" in options:
+                raise self.fail(f"{path}.bits", "excludes mixed_budget_kb: the budget chooses the bits per layer")
+            for bits in options.get("mixed_bits", ()):
+                if bits not in allowed:
+                    raise self.fail(f"{path}.mixed_bits",
+                                    f"must hold bits {shown} for {method} quantization, got {bits}")
+        else:
+            if "bits" not in options:
+                raise self.fail(path, "missing required key 'bits' (or 'mixed_budget_kb' for per-layer bits)")
+            if options["bits"] not in allowed:
+                raise self.fail(f"{path}.bits",
+                                f"must be one of {shown} for {method} quantization, got {options['bits']}")
+            for key in ("mixed_criterion", "mixed_bits"):
+                if key in options:
+                    raise self.fail(f"{path}.{key}", "applies to mixed_budget_kb")
+        if "calibration_images" in options and "activation_bits" not in options and "mixed_budget_kb" not in options:
+            raise self.fail(f"{path}.calibration_images", "applies to activation_bits and mixed_budget_kb")
+
+    def train_config(self, options: dict[str, Any], path: str, device: str, default_epochs: int) -> TrainConfig:
+        values = {name: options[key] for key, (name, _) in TRAIN_KEYS.items() if key in options}
+        values.setdefault("epochs", default_epochs)
+        try:
+            return TrainConfig(**values, device=device)
+        except UserError as exc:
+            raise self.fail(path, str(exc)) from None
+
+    @staticmethod
+    def settings(kind: str, options: dict[str, Any], train: TrainConfig | None) -> Any:
+        own = {k: v for k, v in options.items() if k in STAGE_KEYS[kind] and k != "distill"}
+        seed = {"seed": options["seed"]} if "seed" in options else {}
+        if kind == "prune":
+            settings = PruneSettings(**own, **seed)
+            settings.check(train.epochs)
+            return settings
+        if kind == "structured":
+            settings = StructuredSettings(**own, **seed)
+            settings.check()
+            return settings
+        if kind == "quantize":
+            own = {k: v for k, v in own.items() if k not in QUANTIZE_JOB_KEYS}
+            if "mixed_budget_kb" in options:  # bits per layer; the config holds the largest option
+                own["bits"] = max(options.get("mixed_bits", MIXED_DEFAULT_BITS))
+            return QuantConfig(**own, **seed)
+        if kind == "encode":
+            return EncodeSettings(**own)
+        if kind == "export":
+            return ExportSettings(**own)
+        return None
+
+    def order(self, model: ModelSource, stages: tuple[Stage, ...]) -> None:
+        """Checks across stages: a zoo model trains first; nothing follows an export; distil
+        only from a trained teacher; quantize at most once, before encode."""
+        if model.kind == "zoo" and stages[0].kind != "train":
+            raise self.fail("stages[0]", f"a zoo model starts untrained: the first stage must be train, "
+                                         f"not {stages[0].kind}")
+        quantized = encoded = False
+        for i, stage in enumerate(stages):
+            path = f"stages[{i}].{stage.kind}"
+            if stage.kind == "export" and i != len(stages) - 1:
+                raise self.fail(path, "export must be the last stage")
+            if stage.kind == "quantize" and quantized:
+                raise self.fail(path, "the model is already quantized by an earlier stage")
+            if stage.kind in COMPRESSING + ("train",) and encoded:
+                raise self.fail(path, "stages after encode may only export")
+            quantized |= stage.kind == "quantize"
+            encoded |= stage.kind == "encode"
+            if stage.distill is not None and model.kind == "zoo" and i == 0:
+                raise self.fail(f"{path}.distill", "needs a trained teacher: the model is untrained before this stage")
