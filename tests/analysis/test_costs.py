@@ -115,6 +115,9 @@ def test_cost_report_dict_and_table():
     assert model.training  # mode restored
     data = report.to_dict()
     assert data["macs"] == sum(layer["macs"] for layer in data["layers"]) > 0
+    # digits-cnn by hand: conv1 1->16 and conv2 16->32 on 8x8, max-pool, conv3 32->64 on 4x4, fc 64->10
+    assert data["macs"] == 8 * 8 * 9 * (1 * 16 + 16 * 32) + 4 * 4 * 9 * 32 * 64 + 64 * 10
+    assert data["sparse_macs"] == data["macs"]  # freshly initialised: no zero weights
     assert data["params"] == sum(p.numel() for p in model.parameters())
     text = format_costs(report)
     assert f"{data['macs']:,}" in text and "total" in text

@@ -32,6 +32,9 @@ def test_horizontal_edge_gives_gy_and_magnitude_combines_both():
     diagonal = torch.triu(torch.ones(1, 1, 8, 8))
     gx, gy = sobel(diagonal)
     assert torch.allclose(gradient_magnitude(diagonal), torch.sqrt(gx**2 + gy**2))
+    # at (3, 3) the 3x3 window is [[1, 1, 1], [0, 1, 1], [0, 0, 1]]: Gx = 2·1 + 1·1 = 3, Gy = -(1 + 2) = -3
+    assert (gx[0, 0, 3, 3].item(), gy[0, 0, 3, 3].item()) == (3.0, -3.0)
+    assert gradient_magnitude(diagonal)[0, 0, 3, 3].item() == pytest.approx(18**0.5)
     assert torch.equal(gradient_magnitude(_vertical_step()), sobel(_vertical_step())[0].abs())
 
 

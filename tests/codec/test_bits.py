@@ -14,6 +14,7 @@ def test_round_trip_of_every_width():
     rng = np.random.default_rng(0)
     for width in (1, 3, 4, 7, 12, 33, 64):
         values = rng.integers(0, 2**min(width, 63), size=101, dtype=np.uint64)
+        values[:2] = [2**width - 1, 0]  # every bit set (the top one too: the draw stops at 2**63), none set
         data = pack_uint(values, width)
         assert len(data) == (101 * width + 7) // 8
         assert np.array_equal(unpack_uint(data, width, 101), values)

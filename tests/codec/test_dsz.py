@@ -11,6 +11,7 @@ from deepshrink.codec import decode_model, encode_model, from_bytes, load_dsz, r
 from deepshrink.codec.dsz import METADATA_KEY
 from deepshrink.errors import UserError
 from deepshrink.models import save_model
+from deepshrink.prune import attach_masks
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +56,9 @@ def test_file_round_trip(tmp_path, compressed_shared, reference):
     save_dsz(tmp_path / "m.dsz", model, info)
     assert (tmp_path / "m.dsz").read_bytes() == reference[0]
     decoded, back = load_dsz(tmp_path / "m.dsz")
+    assert decoded.state_dict().keys() == reference[1].keys()
     assert all(torch.equal(decoded.state_dict()[k], v) for k, v in reference[1].items())
-    assert back.arch == info.arch
+    assert back.arch == info.arch and back.to_dict() == reference[2]
 
 
 def test_tensors_and_metadata_of_the_container(reference):
@@ -64,7 +66,7 @@ def test_tensors_and_metadata_of_the_container(reference):
     assert {k: v.dtype.name for k, v in tensors.items()} == {
         "streams": "uint8", "codebooks": "float32", "code_lengths": "uint8"}
     table = json.loads(json.loads(reference[0][8:_header_size(reference[0])])["__metadata__"][METADATA_KEY])
-    assert table["format"] == "deepshrink-dsz" and table["version"] == 1
+    assert table["format"] == "deepshrink-dsz" and table["version"] == 2
     assert table["model"]["arch"]["name"] == "digits-cnn"
     rows = [dict(zip(table["layer_columns"], row)) for row in table["layers"]]
     assert [row["key"] for row in rows] == ["conv1.weight", "conv2.weight", "conv3.weight", "fc.weight"]
@@ -75,13 +77,17 @@ def test_tensors_and_metadata_of_the_container(reference):
 
 
 @pytest.mark.parametrize("edit,needle", [
-    (lambda t: t.update(version=2), "version 2; this deepshrink reads version 1"),
+    (lambda t: t.update(version=3), "version 3; this deepshrink reads versions 1, 2"),
+    (lambda t: t.update(version=True), "version True"),
     (lambda t: t.update(format="zip"), "not a .dsz file"),
-    (lambda t: t["layers"][2].__setitem__(0, "conv2.weight"), "unknown or repeated"),
+    (lambda t: t["layers"][2].__setitem__(slice(0, 2), ["conv2.weight", t["layers"][1][1]]), "unknown or repeated"),
+    (lambda t: t["layers"][2].__setitem__(0, "conv2.weight"), "architecture gives it"),
     (lambda t: t["layers"][2].__setitem__(0, "conv9.weight"), "not a tensor of the architecture"),
-    (lambda t: t["layers"][1].__setitem__(2, t["layers"][1][2] - 1), "damaged"),
-    (lambda t: t["layers"][1].__setitem__(7, 3), "malformed values table"),
-    (lambda t: t["layers"][1].__setitem__(8, 13), "13 bits"),
+    (lambda t: t["layers"][1].__setitem__(3, t["layers"][1][3] - 1), "damaged"),
+    (lambda t: t["layers"][1].__setitem__(8, 3), "malformed values table"),
+    (lambda t: t["layers"][1].__setitem__(9, 13), "13 bits"),
+    (lambda t: t["layers"][1].__setitem__(1, t["layers"][1][1] + 9), "architecture gives it"),
+    (lambda t: t["layers"][1].__setitem__(1, "9"), "malformed layer table row"),
     (lambda t: t["layers"][1].pop(), "malformed layer table row"),
     (lambda t: t["layer_columns"].reverse(), "columns"),
     (lambda t: t.update(float_dtype="float16"), "other tensors take"),
@@ -91,6 +97,29 @@ def test_tensors_and_metadata_of_the_container(reference):
 def test_consistent_but_wrong_edits_are_refused(reference, edit, needle):
     with pytest.raises(UserError, match=needle):
         decode_model(from_bytes(_with_table(reference[0], edit)))
+
+
+def test_an_edited_architecture_cannot_reshape_a_sparse_layer(compressed):
+    # conv1 stored sparse: without the numel column, more input channels would still decode
+    model, info = compressed
+    attach_masks(model, {"conv1": (torch.rand_like(model.conv1.weight) >= 0.5).float()})
+    data = to_bytes(encode_model(model, info))
+    decode_model(from_bytes(data))
+    edited = _with_table(data, lambda t: t["model"]["arch"]["kwargs"].update(in_channels=2))
+    with pytest.raises(UserError, match="conv1.weight holds 144 weights but the architecture gives it 288"):
+        decode_model(from_bytes(edited))
+
+
+def test_version_1_files_without_the_numel_column_still_decode(reference):
+    def as_version_1(table):
+        at = table["layer_columns"].index("numel")
+        table.update(version=1, layer_columns=[c for c in table["layer_columns"] if c != "numel"])
+        for row in table["layers"]:
+            del row[at]
+
+    model, info = decode_model(from_bytes(_with_table(reference[0], as_version_1)))
+    assert info.to_dict() == reference[2]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in reference[1].items())
 
 
 def test_an_edit_without_a_new_checksum_is_refused(reference):

@@ -45,7 +45,9 @@ def test_round_trip_and_bits_within_entropy_plus_one(symbols, skew):
     assert len(data) == (bits + 7) // 8
     assert np.array_equal(huffman.decode(data, lengths, symbols.size), symbols)
     entropy = huffman.entropy_bits(symbols)
-    assert entropy - 1e-9 <= bits / symbols.size <= entropy + 1 + 1e-9 or np.unique(symbols).size == 1
+    assert entropy - 1e-9 <= bits / symbols.size <= entropy + 1 + 1e-9  # one symbol: 1 bit, entropy 0
+    used = lengths[lengths > 0].astype(float)
+    assert (2.0 ** -used).sum() == (0.5 if used.size == 1 else 1.0)  # a complete prefix code
 
 
 def test_large_stream_round_trip():

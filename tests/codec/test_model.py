@@ -32,13 +32,20 @@ def test_float16_storage_rounds_the_other_tensors(compressed):
     model, info = compressed
     decoded, _ = decode_model(from_bytes(to_bytes(encode_model(model, info, float_dtype="float16"))))
     assert torch.equal(decoded.bn1.weight, model.bn1.weight.half().float())
+    assert torch.equal(decoded.bn3.running_var, model.bn3.running_var.half().float())
+    assert torch.equal(decoded.fc.bias, model.fc.bias.half().float())
+    # unquantized weights, dense (conv1) and sparse (fc), are stored as float16 too
+    assert torch.equal(decoded.conv1.weight, model.conv1.weight.half().float())
+    assert torch.equal(decoded.fc.weight, model.fc.weight.half().float())
+    assert not torch.equal(decoded.conv1.weight, model.conv1.weight)  # the rounding is real
     assert torch.equal(decoded.conv2.weight, model.conv2.weight)  # codebooks stay float32
+    assert torch.equal(decoded.conv3.weight, model.conv3.weight)
     assert decoded.bn1.num_batches_tracked.item() == 7
 
 
 def test_real_pruning_and_quantization_round_trip():
-    quant = pytest.importorskip("deepshrink.quant")
-    prune = pytest.importorskip("deepshrink.prune")
+    from deepshrink import prune, quant  # part of the package: an import error must fail, not skip
+
     for config in (quant.QuantConfig(method="kmeans", bits=4), quant.QuantConfig(bits=5, per_channel=True)):
         spec = make_spec("digits-cnn")
         torch.manual_seed(1)
@@ -46,7 +53,17 @@ def test_real_pruning_and_quantization_round_trip():
         prune.attach_masks(model, {"conv2": (torch.rand_like(model.conv2.weight) > 0.7).float()})
         quant.quantize_(model, config)
         model.eval()
-        decoded, _ = decode_model(encode_model(model, ModelInfo(spec, InputSpec((1, 8, 8), (0.3,), (0.4,)))))
+        encoded = encode_model(model, ModelInfo(spec, InputSpec((1, 8, 8), (0.3,), (0.4,))))
+        layers = {layer.key: layer for layer in encoded.layers}
+        # the real quantizers' codebooks are used (not the exact-float fallback): 2**bits levels
+        # (+ the zero column), one row per channel when per_channel
+        for key in ("conv2.weight", "conv3.weight"):
+            rows, size = layers[key].codebook.shape
+            channels = model.get_submodule(key.rpartition(".")[0]).weight.shape[0]
+            assert rows == (channels if config.per_channel else 1), config
+            assert size <= 2**config.bits + 1, config
+        assert layers["conv2.weight"].layout == "sparse", config
+        decoded, _ = decode_model(encoded)
         x = torch.randn(4, 1, 8, 8)
         with torch.no_grad():
             assert torch.equal(decoded(x), model(x)), config

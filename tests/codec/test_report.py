@@ -4,18 +4,27 @@ import pytest
 from safetensors.torch import save
 
 from deepshrink.codec import codec_report, encode_model, float32_size, format_codec_report, to_bytes
+from deepshrink.models import build_model
 
 
 def test_sizes_add_up_to_the_file(compressed_shared):
     model, info = compressed_shared
     encoded = encode_model(model, info)
     report = codec_report(encoded)
-    assert report.dsz_bytes == len(to_bytes(encoded))
+    data = to_bytes(encoded)
+    assert report.dsz_bytes == len(data)
     assert report.dsz_bytes == sum(r.bytes for r in report.layers) + report.other_bytes + report.container_bytes
+    # the container is exactly the safetensors header (length prefix + JSON): every tensor byte
+    # is counted in a layer row or in the other tensors
+    assert report.container_bytes == 8 + int.from_bytes(data[:8], "little")
     assert 0 < report.container_bytes < 2000
-    state = {k: v.contiguous() for k, v in model.state_dict().items() if "parametrizations" not in k}
-    assert report.float32_bytes == float32_size(info.arch) > len(save(state)) * 0.99
-    assert report.ratio == report.float32_bytes / report.dsz_bytes
+    # the baseline: the plain float32 file of the effective weights (parametrized ones included)
+    state = {}
+    for key in build_model(info.arch).state_dict():
+        module_name, _, attr = key.rpartition(".")
+        state[key] = getattr(model.get_submodule(module_name), attr).detach().contiguous()
+    assert report.float32_bytes == float32_size(info.arch) == len(save(state))
+    assert report.ratio == report.float32_bytes / report.dsz_bytes > 5  # 80%/50%/70% pruned, 16- and 8-level codebooks
     # BatchNorm: 3 layers x (weight, bias, mean, var) floats + 3 int64 counters; fc bias 10
     bn = 4 * (16 + 32 + 64)
     assert report.other_values == bn + 3 + 10
@@ -34,12 +43,22 @@ def test_layer_rows(compressed_shared):
     assert conv2.index_bits > 0 and conv2.values.symbols == conv2.index.symbols >= conv2.nonzeros
     assert rows["conv1.weight"].values is None and rows["conv1.weight"].weight_bits == 32
     assert rows["conv1.weight"].bytes == 4 * 16 * 9
+    conv3, fc = rows["conv3.weight"], rows["fc.weight"]
+    assert conv3.weight_bits == math.ceil(math.log2(8 + 1)) and conv3.nonzeros == int((model.conv3.weight != 0).sum())
+    assert fc.values is None and fc.index is not None and fc.weight_bits == 32 and fc.layout == "sparse"
+    assert fc.nonzeros == int((model.fc.weight != 0).sum()) < fc.weights == 640
 
 
 def test_formatted_table(compressed_shared):
-    text = format_codec_report(codec_report(encode_model(*compressed_shared)))
+    report = codec_report(encode_model(*compressed_shared))
+    text = format_codec_report(report)
     assert "conv2.weight" in text and "other tensors" in text and "container" in text
     assert text.splitlines()[-1].startswith("float32 safetensors") and "x smaller" in text
+    assert (f"{report.float32_bytes:,} bytes -> .dsz {report.dsz_bytes:,} bytes: {report.ratio:.2f}x smaller"
+            in text.splitlines()[-1])
+    conv2 = next(line for line in text.splitlines() if line.startswith("conv2.weight"))
+    row = next(r for r in report.layers if r.key == "conv2.weight")
+    assert conv2.split()[-1] == f"{row.bytes:,}" and f"{row.values.bits_per_symbol:.2f}/{row.values.entropy:.2f}" in conv2
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32"])

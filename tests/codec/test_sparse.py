@@ -23,3 +23,7 @@ def test_round_trip_of_random_positions():
         back = sparse.positions_from_skips(skips)
         assert np.array_equal(back[~is_filler], positions)
         assert is_filler.sum() == sparse.filler_count(sparse.gaps(positions), width)
+        assert (skips[is_filler] == 2**width - 1).all()
+        # the encoder sizes each width from skip_counts alone: it must count the real skips
+        assert np.array_equal(sparse.skip_counts(sparse.gaps(positions), width),
+                              np.bincount(skips, minlength=2**width))

@@ -43,6 +43,7 @@ def test_same_seed_and_epoch_reproduce_batches_without_global_rng():
     state = torch.get_rng_state()
     first = list(a)
     assert torch.equal(torch.get_rng_state(), state)
+    assert len(first) == len(b) == 5  # the zips below compare every batch
     for (xa, ya), (xb, yb) in zip(first, b):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     b.set_epoch(4)
@@ -105,16 +106,16 @@ def test_unshuffled_shards_match_distributed_sampler(drop_last):
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs, problem",
     [
-        dict(batch_size=0),
-        dict(batch_size=2.5),
-        dict(batch_size=4, rank=2, world_size=2),
-        dict(batch_size=4, mean=(0.5,)),
+        (dict(batch_size=0), "batch size must be an integer >= 1, got 0"),
+        (dict(batch_size=2.5), "batch size must be an integer >= 1, got 2.5"),
+        (dict(batch_size=4, rank=2, world_size=2), "got rank 2 of world_size 2"),
+        (dict(batch_size=4, mean=(0.5,)), "mean and std need 3 values each"),
     ],
 )
-def test_rejects_bad_arguments(kwargs):
-    with pytest.raises(UserError):
+def test_rejects_bad_arguments(kwargs, problem):
+    with pytest.raises(UserError, match=problem):
         BatchLoader(_dataset(), **kwargs)
 
 

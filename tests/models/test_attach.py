@@ -78,11 +78,18 @@ def test_copy_model_can_be_unparametrized_without_touching_the_original():
 
     model, _ = _model_and_info()
     conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-    parametrize.register_parametrization(conv, "weight", ChannelScale(conv.out_channels))
+    scale = ChannelScale(conv.out_channels, offset=0.5)
+    parametrize.register_parametrization(conv, "weight", scale)
+    original, effective = conv.parametrizations.weight.original.detach().clone(), conv.weight.detach().clone()
     clone = copy_model(model)
     clone_conv = next(m for m in clone.modules() if isinstance(m, nn.Conv2d))
     parametrize.remove_parametrizations(clone_conv, "weight")
     assert parametrize.is_parametrized(conv) and conv.weight.shape == clone_conv.weight.shape
+    assert torch.equal(clone_conv.weight, effective)  # the clone keeps the effective weight
+    with torch.no_grad():
+        clone_conv.weight.zero_()  # shares no storage with the original
+    assert torch.equal(conv.parametrizations.weight.original, original) and torch.equal(conv.weight, effective)
+    assert not torch.equal(effective, original)  # offset 0.5: the parametrization does change the weight
 
 
 # --- hooked submodules -----------------------------------------------------------------------

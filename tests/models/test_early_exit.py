@@ -70,15 +70,29 @@ def test_each_input_leaves_at_its_first_confident_exit_with_that_exits_predictio
 def test_works_on_a_zoo_resnet_stage_by_stage():
     backbone = build_model(make_spec("resnet20", num_classes=3, image_size=8, width=4))
     model = EarlyExitModel(backbone, ["layer1", "layer2"], 3, input_shape=(3, 8, 8)).train()
-    model(torch.randn(4, 3, 8, 8))
+    x = torch.randn(4, 3, 8, 8)
+    features = {}
+    for name in ("layer1", "layer2"):
+        getattr(backbone, name).register_forward_hook(lambda m, i, out, name=name: features.__setitem__(name, out))
+    out = model(x)
     assert [z.shape for z in model.exit_logits] == [(4, 3), (4, 3)]
+    for head, name, logits in zip(model.exits, ("layer1", "layer2"), model.exit_logits, strict=True):
+        assert torch.equal(logits, head(features[name])), name  # each head reads its stage's output
+    assert torch.equal(out, backbone(x))  # the final logits are the backbone's own
     predictions, taken = model.predict_with_exits(torch.randn(4, 3, 8, 8), 0.5)
     assert model.training and predictions.shape == taken.shape == (4,)
+    assert set(taken.tolist()) <= {0, 1, 2} and set(predictions.tolist()) <= {0, 1, 2}
 
 
-@pytest.mark.parametrize("points", [["nope"], [], ["stage2", "stage1"], ["fc"], ["stage1", "stage1"]])
-def test_bad_exit_points_are_user_errors(points):
-    with pytest.raises(UserError):
+@pytest.mark.parametrize("points,needle", [
+    (["nope"], "unknown: nope"),
+    ([], r"distinct modules of the backbone, got \[\]"),
+    (["stage2", "stage1"], "in forward order"),
+    (["fc"], r"need \(N, C, H, W\) feature maps; fc is not one"),
+    (["stage1", "stage1"], "distinct modules of the backbone"),
+])
+def test_bad_exit_points_are_user_errors(points, needle):
+    with pytest.raises(UserError, match=needle):
         EarlyExitModel(_backbone(), points, 5, input_shape=(3, 8, 8))
 
 

@@ -34,7 +34,11 @@ def test_file_is_plain_safetensors_with_json_metadata(tmp_path):
     with safe_open(str(path), "pt") as handle:
         meta = json.loads(handle.metadata()["deepshrink"])
     assert meta["format"] == "deepshrink-model" and meta["arch"]["name"] == "digits-cnn"
-    assert path.read_bytes()[:8] != b"\x80\x02"  # not a pickle
+    data = path.read_bytes()
+    assert not data.startswith((b"\x80", b"PK"))  # not a pickle, nor torch.save's zip archive
+    # safetensors: an 8-byte little-endian header length, the JSON header, then the raw tensor bytes
+    header = int.from_bytes(data[:8], "little")
+    assert data[8:9] == b"{" and json.loads(data[8:8 + header])["__metadata__"]["deepshrink"]
 
 
 def test_errors_are_user_errors(tmp_path):
@@ -71,5 +75,5 @@ def test_truncated_file_is_a_user_error(tmp_path):
     _, _, path = _saved(tmp_path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 100])
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="cannot read the tensors of .*m.safetensors"):
         load_model(path)

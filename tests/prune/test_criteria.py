@@ -35,6 +35,9 @@ def test_std_mask_matches_hand_computation():
     assert std_mask(weight, 1.0).tolist() == [1, 0, 0, 0, 1]
     assert std_mask(weight, 0.5).tolist() == [1, 1, 0, 1, 1]  # 0.79 threshold
     assert std_mask(weight, 0.0).tolist() == [1, 1, 1, 1, 1]
+    # global scope: one std over all layers together (per layer, a's std 0.71 would keep both)
+    masks = mask_method("std", "global")({"a": weight[:2], "b": weight[2:]}, 1.0)
+    assert masks["a"].tolist() == [1, 0] and masks["b"].tolist() == [0, 0, 1]
 
 
 def test_random_mask_count_and_seed():
@@ -54,10 +57,16 @@ def test_global_threshold_over_layers_with_ties_between_layers():
 
 
 def test_global_scope_of_mask_method_prunes_exact_total():
-    weights = {"a": torch.randn(10, 10), "b": 5 * torch.randn(20, 5)}
+    generator = torch.Generator().manual_seed(0)
+    weights = {"a": torch.randn(10, 10, generator=generator), "b": 5 * torch.randn(20, 5, generator=generator)}
     masks = mask_method("magnitude", "global")(weights, 0.6)
     assert sum(int((m == 0).sum()) for m in masks.values()) == 120
     assert int((masks["a"] == 0).sum()) > int((masks["b"] == 0).sum())  # a has the smaller weights
+    # one threshold over both layers: every pruned weight, in either layer, is below every kept one
+    pruned = torch.cat([w.abs()[masks[n] == 0] for n, w in weights.items()])
+    kept = torch.cat([w.abs()[masks[n] == 1] for n, w in weights.items()])
+    assert pruned.max() <= kept.min()
+    assert all(masks[n].shape == w.shape for n, w in weights.items())
 
 
 @pytest.mark.parametrize("sparsity", [-0.1, 1.0, 1.5, float("nan")])

@@ -84,12 +84,20 @@ def test_masks_survive_save_and_load(tmp_path):
 def test_attach_updates_an_existing_mask_in_place():
     model, _ = _digits_cnn()
     attach_masks(model, {"conv2": torch.ones_like(model.conv2.weight)})
+    first = model.conv2.parametrizations.weight[0]
+    buffer = first.mask
+    underlying = model.conv2.parametrizations.weight.original.detach().clone()
     mask = torch.zeros_like(model.conv2.weight)
     mask[0] = 1
     attach_masks(model, {"conv2": mask}, zero_pruned=False)
     assert len(model.conv2.parametrizations.weight) == 1
+    assert model.conv2.parametrizations.weight[0] is first and first.mask is buffer  # updated, not replaced
     assert torch.equal(model.conv2.parametrizations.weight[0].mask, mask)
     assert int((model.conv2.weight != 0).sum()) == model.conv2.weight[0].numel()
+    assert torch.equal(model.conv2.weight, underlying * mask)
+    assert torch.equal(model.conv2.parametrizations.weight.original, underlying)  # zero_pruned=False
+    attach_masks(model, {"conv2": mask})  # the default zeroes the pruned underlying weights
+    assert torch.equal(model.conv2.parametrizations.weight.original, underlying * mask)
 
 
 def test_finalize_bakes_masks_into_plain_weights():
@@ -119,5 +127,10 @@ def test_mask_must_come_first_and_fit_the_weight():
 
 
 def test_weight_mask_spec_round_trip():
-    mask = WeightMask.from_spec(torch.zeros(2, 3), WeightMask(torch.ones(2, 3)).spec())
-    assert torch.equal(mask.mask, torch.ones(2, 3))
+    original = WeightMask(torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]))
+    assert original.spec() == {}  # the mask itself travels in the state dict, not the spec
+    mask = WeightMask.from_spec(torch.zeros(2, 3), original.spec())
+    assert torch.equal(mask.mask, torch.ones(2, 3))  # a placeholder of the weight's shape
+    mask.load_state_dict(original.state_dict())
+    assert torch.equal(mask.mask, original.mask)
+    assert torch.equal(mask(torch.full((2, 3), 2.0)), 2.0 * original.mask)

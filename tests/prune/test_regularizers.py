@@ -52,13 +52,21 @@ def test_group_lasso_per_filter_and_per_channel():
 
 
 def test_group_lasso_on_conv_filters_and_zero_groups():
+    torch.manual_seed(0)
     conv = nn.Conv2d(2, 3, 3, bias=False)
     with torch.no_grad():
         conv.weight[1] = 0
-    grad, _ = _grad(GroupLasso([conv], 1.0, "filter"), conv)
+    grad, value = _grad(GroupLasso([conv], 1.0, "filter"), conv)
     norms = conv.weight.detach().flatten(1).norm(dim=1)
+    assert value == pytest.approx(float(norms[0] + norms[2]))  # one norm per whole 2x3x3 filter
     assert torch.allclose(grad[0], conv.weight[0].detach() / norms[0])
     assert torch.all(grad[1] == 0)  # the subgradient 0 at an all-zero filter, not NaN
+    assert torch.allclose(grad[2], conv.weight[2].detach() / norms[2])
+    conv.weight.grad = None
+    grad, value = _grad(GroupLasso([conv], 1.0, "channel"), conv)  # input channel i: W[:, i]
+    columns = conv.weight.detach().transpose(0, 1).flatten(1).norm(dim=1)
+    assert value == pytest.approx(float(columns.sum()))
+    assert torch.allclose(grad, conv.weight.detach() / columns.view(1, 2, 1, 1))
 
 
 def test_deep_hoyer_gradient():
@@ -75,6 +83,14 @@ def test_trimmed_l1_spares_the_largest():
     grad, value = _grad(TrimmedL1([layer], STRENGTH, keep=2), layer)  # spares 3.0 and -4.0
     assert value == pytest.approx(0.1 * 3.5)
     assert torch.allclose(grad, 0.1 * torch.tensor([[0.0, -1.0, 1.0], [0.0, 1.0, 0.0]]))
+    layer = _layer()
+    grad, value = _grad(TrimmedL1([layer], STRENGTH, keep=6), layer)  # spares all: no penalty
+    assert value == 0.0 and torch.all(grad == 0)
+    layer = _layer()
+    grad, value = _grad(TrimmedL1([layer], STRENGTH, keep=0), layer)  # spares none: plain L1
+    assert value == pytest.approx(0.1 * 10.5)
+    with pytest.raises(UserError, match="keep"):
+        TrimmedL1([_layer()], STRENGTH, keep=-1)
 
 
 def test_batchnorm_l1_penalises_only_the_scales():
@@ -100,7 +116,10 @@ def test_proximal_l1_soft_thresholds_by_lr_times_strength():
 
 
 def test_bad_strength_and_group():
+    for strength in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(UserError, match="strength"):
+            L1([_layer()], strength)
     with pytest.raises(UserError, match="strength"):
-        L1([_layer()], -1.0)
+        ProximalL1([_layer()], float("nan"))
     with pytest.raises(UserError, match="group"):
         GroupLasso([_layer()], 0.1, "row")

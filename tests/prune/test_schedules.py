@@ -68,9 +68,12 @@ def test_han_cycles_adjust_dropout_of_the_following_layer():
     hook.on_fit_start(trainer)
     hook.on_epoch_start(trainer, 0)
     assert model[1].p == pytest.approx(0.5 * (100 / 400) ** 0.5)  # D_o sqrt(C_ir / C_io)
+    assert int((model[0].weight != 0).sum()) == 100 and hook.layer_sparsity == {"0": 0.75}
+    hook.on_epoch_start(trainer, 1)  # not a pruning epoch: the rate stays
+    assert model[1].p == pytest.approx(0.25)
     restored = HanCycles(["0"], mask_method("magnitude"), [0.75], epochs_per_cycle=2)
     restored.load_state_dict(hook.state_dict())
-    assert restored.initial == {"0": (0.5, 400)}
+    assert restored.initial == {"0": (0.5, 400)} and restored.layer_sparsity == {"0": 0.75}
 
 
 def test_linear_schedule_inside_the_trainer_reaches_exact_sparsity():

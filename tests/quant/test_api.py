@@ -78,10 +78,15 @@ def test_fine_tuning_with_the_trainer(method):
     train, test = load_dataset("synthetic", "train"), load_dataset("synthetic", "test")
     model = quantize_(_model(), QuantConfig(method, 3))
     underlying = model.conv2.parametrizations.weight.original.detach().clone()
+    quantized = model.conv2.weight.detach().clone()
     config = TrainConfig(epochs=1, batch_size=32, lr=0.01, progress=False)
     Trainer(model, train, test, config).fit()
     moved = not torch.equal(model.conv2.parametrizations.weight.original, underlying)
     assert moved == (method == "linear")  # QAT trains the float weights; k-means only its centroids
+    assert not torch.equal(model.conv2.weight, quantized)  # either way the quantized weight changed
+    if method == "kmeans":
+        quantizer = model.conv2.parametrizations.weight[0]
+        assert torch.equal(model.conv2.weight, quantizer.centroids[quantizer.indices].detach())
     assert torch.unique(model.conv2.weight).numel() <= 8
 
 

@@ -64,6 +64,15 @@ def test_keep_float_leaves_named_layers_in_float(trained, tmp_path):
     int8_4d = [i for i in graph.graph.initializer
                if len(i.dims) == 4 and numpy_helper.to_array(i).dtype == np.int8]
     assert len(int8_4d) == 2
+    # the float one is the named layer's: its Conv reads a float32 initializer directly, no DequantizeLinear
+    values = {i.name: numpy_helper.to_array(i) for i in graph.graph.initializer}
+    producers = {out: node for node in graph.graph.node for out in node.output}
+    convs = {node.name: node for node in graph.graph.node if node.op_type == "Conv"}
+    assert len(convs) == 3
+    kept = convs[f"/{first}/Conv"]
+    assert kept.input[1] in values and values[kept.input[1]].dtype == np.float32
+    assert all(producers[node.input[1]].op_type == "DequantizeLinear" for name, node in convs.items()
+               if name != f"/{first}/Conv")
 
 
 def test_bad_inputs(trained, tmp_path):

@@ -41,8 +41,10 @@ def test_initial_centroids():
 
 @pytest.mark.parametrize("init", ["random", "density", "linear"])
 def test_result_is_a_lloyd_fixed_point(init):
+    torch.manual_seed(0)
     values = torch.distributions.Laplace(0.0, 0.1).sample((3000,))
     result = kmeans_1d(values, 16, init, seed=1)
+    assert result.converged and len(result.labels.unique()) == 16  # no cluster left empty
     centroids, labels = result.centroids.double(), result.labels
     nearest = (values.double()[:, None] - centroids[None, :]).abs().argmin(dim=1)
     assert torch.equal(centroids[nearest], centroids[labels])  # every value at its nearest centroid

@@ -65,6 +65,12 @@ def test_values_are_levels_within_half_a_step(bits, symmetric):
     assert ((y - x).abs() <= scale / 2 + 1e-6).all()
     distinct = max(torch.unique(row).numel() for row in y)
     assert distinct <= qmax - qmin + 1
+    # the step is no coarser than the range needs: each channel's extremes reach the end levels
+    levels = q.round().flatten(1)
+    if symmetric:
+        assert (levels.abs().amax(dim=1) == qmax).all()
+    else:
+        assert (levels.amin(dim=1) == qmin).all() and (levels.amax(dim=1) == qmax).all()
 
 
 @pytest.mark.parametrize("symmetric", [False, True])

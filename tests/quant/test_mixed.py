@@ -291,6 +291,9 @@ def test_quantize_mixed_attaches_the_bits_asked_for(config):
     assert {name: q.bits for name, q in quantizers.items()} == assignment
     for name, bits in assignment.items():
         weight = model.get_submodule(name).weight
+        original = model.get_submodule(name).parametrizations.weight.original
+        assert not torch.equal(weight, original)  # really quantized, even at 8 bits
+        assert original.requires_grad == (config.method == "linear")  # k-means freezes the float weight
         assert len(torch.unique(weight[0])) <= 2 ** bits   # per channel (linear) or per tensor
         if config.method == "kmeans":
             assert quantizers[name].centroids.numel() == 2 ** bits
@@ -354,10 +357,25 @@ def test_plan_with_the_hessian_criterion_fits_the_budget():
     model, info = _digits_model()
     config = QuantConfig("linear", per_channel=True)
     budget = model_size_bytes(model, {"conv2": 3, "conv3": 3}, config)
-    assignment, record = plan_mixed_precision(model, info, config, budget, make_synthetic("train", num_images=32),
+    calibration = make_synthetic("train", num_images=32)
+    assignment, record = plan_mixed_precision(model, info, config, budget, calibration,
                                               criterion="hessian", device="cpu", probes=2)
     assert set(assignment) == {"conv2", "conv3"} and record["size_bytes"] <= budget
     assert record["criterion"] == "hessian"
+    assert record["size_bytes"] == model_size_bytes(model, assignment, config) and not quantizers_of(model)
+
+    # the assignment is the knapsack's answer for the Hessian sensitivities; every size here is a
+    # multiple of the default granularity (64 bytes), so it is the exact optimum
+    from deepshrink.data import BatchLoader
+    from deepshrink.quant.mixed import DEFAULT_BITS
+
+    layers = ["conv2", "conv3"]
+    batches = BatchLoader(calibration, 500, mean=info.input.mean, std=info.input.std)
+    sensitivity = hessian_sensitivity(model, layers, DEFAULT_BITS, config, batches, probes=2)
+    sizes = layer_size_options(model, layers, DEFAULT_BITS, config)
+    spare = budget - float_bytes_besides(model, layers)
+    assert spare % 64 == 0 and all(size % 64 == 0 for by_bits in sizes.values() for size in by_bits.values())
+    assert _cost(sensitivity, assignment) == pytest.approx(brute_force(sensitivity, sizes, spare), rel=1e-9)
 
 
 def test_plan_user_errors():

@@ -65,9 +65,12 @@ def test_percentile_100_is_the_mean_of_batch_extremes_and_ignores_outliers_below
 def test_percentile_subsample_is_reproducible_and_close():
     x = torch.randn(200_000, generator=torch.Generator().manual_seed(1))
     first, second = PercentileObserver(99.0, max_samples=20_000), PercentileObserver(99.0, max_samples=20_000)
-    first.observe(x)
-    second.observe(x)
+    reseeded, whole = PercentileObserver(99.0, max_samples=20_000, seed=1), PercentileObserver(99.0)
+    for observer in (first, second, reseeded, whole):
+        observer.observe(x)
     assert torch.equal(first.hi, second.hi)
+    assert not torch.equal(first.hi, reseeded.hi)  # a sample really is drawn, from the seed
+    assert whole.hi.item() == pytest.approx(np.percentile(x.numpy(), 99.0), rel=1e-4)  # under the limit: all of x
     assert first.hi.item() == pytest.approx(np.percentile(x.numpy(), 99.0), abs=0.1)
 
 

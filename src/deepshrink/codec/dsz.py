@@ -5,19 +5,21 @@ stream, then the raw bytes of all other tensors), ``codebooks`` (float32: the la
 codebooks, row-major, one after another) and ``code_lengths`` (uint8: the layers' 4-bit
 code-length tables, value table then index table). Metadata ``deepshrink-dsz`` holds JSON::
 
-    {"format": "deepshrink-dsz", "version": 1, "model": {ModelInfo}, "float_dtype": "float32",
-     "layer_columns": ["key", "coding", "symbols", "alphabet", "bytes", "crc32", "codebook_rows",
+    {"format": "deepshrink-dsz", "version": 2, "model": {ModelInfo}, "float_dtype": "float32",
+     "layer_columns": ["key", "numel", "coding", "symbols", "alphabet", "bytes", "crc32", "codebook_rows",
                        "codebook_size", "index_width", "index_symbols", "index_alphabet", "index_bytes",
                        "index_crc32"],
-     "layers": [["conv2.weight", "huffman", 1160, 17, 520, 2215406405, 1, 17, 5, 1160, 32, 370, 37304121],
-                ["fc.weight", "float32", 640, 0, 2560, 1029381622, 0, 0, 0, 0, 0, 0, 0], ...],
+     "layers": [["conv2.weight", 4608, "huffman", 1160, 17, 520, 2215406405, 1, 17, 5, 1160, 32, 370, 37304121],
+                ["fc.weight", 640, "float32", 640, 0, 2560, 1029381622, 0, 0, 0, 0, 0, 0, 0], ...],
      "other": {"bytes": 1234, "crc32": ...}, "codebooks_crc32": ..., "code_lengths_crc32": ...}
 
 One row per coded weight (a table, not objects, to keep the header small): its value stream
 (``coding`` huffman: codebook indices with a code-length table of ``alphabet`` entries and a
 codebook of ``codebook_rows`` x ``codebook_size``; float16/float32: raw values), and for the
 sparse layout (``index_width`` > 0) its Huffman-coded relative indices. Shapes come from the
-architecture. ``bytes`` and ``crc32`` are the length and CRC-32 of each stream. The JSON ends
+architecture; ``numel`` (the weight's element count) must agree with it, so an edited
+architecture cannot pour a layer's weights into a tensor of another size. Version 1 files (no
+``numel`` column) are still read. ``bytes`` and ``crc32`` are the length and CRC-32 of each stream. The JSON ends
 with ``"crc32"``: the CRC-32 of the compact JSON of everything before it, so no byte of the file
 goes unchecked. (One metadata entry only: safetensors writes several in no fixed order, and the
 same model should always give the same bytes.)
@@ -48,11 +50,13 @@ from deepshrink.files import atomic_write_bytes
 from deepshrink.models import ModelInfo, build_model
 
 FORMAT = "deepshrink-dsz"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 METADATA_KEY = "deepshrink-dsz"
 TENSORS = {"streams": np.uint8, "codebooks": np.float32, "code_lengths": np.uint8}
-COLUMNS = ("key", "coding", "symbols", "alphabet", "bytes", "crc32", "codebook_rows", "codebook_size",
+COLUMNS = ("key", "numel", "coding", "symbols", "alphabet", "bytes", "crc32", "codebook_rows", "codebook_size",
            "index_width", "index_symbols", "index_alphabet", "index_bytes", "index_crc32")
+COLUMNS_BY_VERSION = {1: tuple(c for c in COLUMNS if c != "numel"), 2: COLUMNS}
 
 
 def to_bytes(encoded: EncodedModel) -> bytes:
@@ -60,12 +64,12 @@ def to_bytes(encoded: EncodedModel) -> bytes:
     streams, codebooks, tables, rows = [], [], [], []
     for layer in encoded.layers:
         if layer.values is not None:
-            rows.append([layer.key, "huffman", *_stream_entry(layer.values), *layer.codebook.shape])
+            rows.append([layer.key, layer.numel, "huffman", *_stream_entry(layer.values), *layer.codebook.shape])
             codebooks.append(layer.codebook.reshape(-1))
             tables.append(layer.values.table_bytes())
             streams.append(layer.values.data)
         else:
-            rows.append([layer.key, layer.dtype, layer.entries, 0, len(layer.raw), _crc(layer.raw), 0, 0])
+            rows.append([layer.key, layer.numel, layer.dtype, layer.entries, 0, len(layer.raw), _crc(layer.raw), 0, 0])
             streams.append(layer.raw)
         if layer.index is not None:
             rows[-1] += [layer.index_width, *_stream_entry(layer.index)]
@@ -102,10 +106,11 @@ def from_bytes(data: bytes, source: str = "the .dsz file") -> EncodedModel:
     float_dtype = _field(table, "float_dtype", str)
     if float_dtype not in FLOAT_DTYPES:
         raise UserError(f"{source}: unknown float storage {float_dtype!r}")
-    if _field(table, "layer_columns", list) != list(COLUMNS):
-        raise UserError(f"{source}: the layer table has columns {table['layer_columns']}, expected {list(COLUMNS)}")
+    columns = COLUMNS_BY_VERSION[table["version"]]
+    if _field(table, "layer_columns", list) != list(columns):
+        raise UserError(f"{source}: the layer table has columns {table['layer_columns']}, expected {list(columns)}")
     shapes = {k: tuple(v.shape) for k, v in build_model(info.arch).state_dict().items()}
-    layers = [_layer(row, shapes, cursor, source) for row in _field(table, "layers", list)]
+    layers = [_layer(row, columns, shapes, cursor, source) for row in _field(table, "layers", list)]
     other = _field(table, "other", dict)
     other_bytes = cursor["streams"].take(_field(other, "bytes", int), _field(other, "crc32", int), "other tensors")
     for item in cursor.values():
@@ -178,23 +183,27 @@ def _table(metadata: dict[str, str], source: str) -> dict[str, Any]:
     if not isinstance(table, dict) or table.get("format") != FORMAT:
         found = table.get("format") if isinstance(table, dict) else None
         raise UserError(f"{source} is not a .dsz file (format {found!r})")
-    if table.get("version") != VERSION:
-        raise UserError(f"{source} is .dsz version {table.get('version')!r}; this deepshrink reads version {VERSION}")
+    if table.get("version") not in READABLE_VERSIONS or isinstance(table.get("version"), bool):
+        raise UserError(f"{source} is .dsz version {table.get('version')!r}; this deepshrink reads versions "
+                        f"{', '.join(map(str, READABLE_VERSIONS))}")
     if table.get("crc32") != _table_crc(table):
         raise UserError(f"{source} is damaged or was edited: checksum of the metadata does not match")
     return table
 
 
-def _layer(row: Any, shapes: dict[str, tuple[int, ...]], cursor: dict[str, "_Cursor"],
+def _layer(row: Any, columns: tuple[str, ...], shapes: dict[str, tuple[int, ...]], cursor: dict[str, "_Cursor"],
            source: str) -> EncodedTensor:
-    """One row of the layer table, its bytes taken from the cursors."""
-    if not isinstance(row, list) or len(row) != len(COLUMNS) or not isinstance(row[0], str) \
-            or not isinstance(row[1], str) or not all(_count(n) for n in row[2:]):
+    """One row of the layer table (``columns``), its bytes taken from the cursors."""
+    fields = dict(zip(columns, row)) if isinstance(row, list) and len(row) == len(columns) else {}
+    if not fields or not all(isinstance(v, str) if k in ("key", "coding") else _count(v) for k, v in fields.items()):
         raise UserError(f"{source}: malformed layer table row {str(row)[:80]}")
-    fields = dict(zip(COLUMNS, row))
     key, coding = fields["key"], fields["coding"]
     if key not in shapes:
         raise UserError(f"{source}: layer {key!r} is not a tensor of the architecture")
+    expected = int(np.prod(shapes[key]))
+    if fields.get("numel", expected) != expected:
+        raise UserError(f"{source}: layer {key} holds {fields['numel']} weights but the architecture gives it "
+                        f"{expected}: the file was edited or damaged")
     parts: dict[str, Any] = {}
     if coding == "huffman":
         groups, size = fields["codebook_rows"], fields["codebook_size"]

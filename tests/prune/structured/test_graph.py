@@ -85,11 +85,24 @@ def test_grouped_convolution_couples_channel_j_of_every_group(small_models):
 
 def test_grouped_convolution_removal_keeps_equal_groups(small_models):
     model, shape = small_models["grouped"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     graph = DependencyGraph(model, shape)
     remove_channels(model, {graph.group_of("a"): torch.tensor([0]), graph.group_of("g"): torch.tensor([1])})
     assert (model.a.out_channels, model.g.in_channels, model.g.out_channels, model.g.groups) == (4, 4, 8, 4)
     assert model.g.weight.shape == (8, 1, 3, 3) and model.bn.num_features == 8 and model.b.in_channels == 8
     assert model(torch.randn(2, *shape)).shape == (2, 4, 4, 4)
+    # the right slices are kept: a's channel 0 is filters 0, 2, 4, 6 (input 0 of each of g's groups),
+    # g's channel 1 is filters 1, 4, 7, 10 (with their BatchNorm entries and b's inputs)
+    kept_a, kept_g = torch.tensor([1, 3, 5, 7]), torch.tensor([0, 2, 3, 5, 6, 8, 9, 11])
+    after = model.state_dict()
+    assert torch.equal(after["a.weight"], before["a.weight"][kept_a])
+    assert torch.equal(after["a.bias"], before["a.bias"][kept_a])
+    assert torch.equal(after["g.weight"], before["g.weight"][kept_g][:, 1:])
+    assert torch.equal(after["g.bias"], before["g.bias"][kept_g])
+    for key in ("weight", "bias", "running_mean", "running_var"):
+        assert torch.equal(after[f"bn.{key}"], before[f"bn.{key}"][kept_g])
+    assert torch.equal(after["b.weight"], before["b.weight"][:, kept_g])
+    assert torch.equal(after["b.bias"], before["b.bias"])
 
 
 def test_vit_mlp_hidden_channels_are_prunable_and_the_rest_is_skipped():

@@ -59,6 +59,9 @@ def test_bn_scale_and_random(pair):
     first = channel_scores(model, group, "random", generator=torch.Generator().manual_seed(3))
     again = channel_scores(model, group, "random", generator=torch.Generator().manual_seed(3))
     assert torch.equal(first, again) and first.shape == (3,)
+    other = channel_scores(model, group, "random", generator=torch.Generator().manual_seed(4))
+    assert not torch.equal(first, other)  # the generator, not a constant, sets the scores
+    assert ((first >= 0) & (first < 1)).all()
     with pytest.raises(UserError, match="unknown criterion"):
         channel_scores(model, group, "taylor")
 

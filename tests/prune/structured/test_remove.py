@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from deepshrink.errors import UserError
 from deepshrink.models import build_model, make_spec
 from deepshrink.models.zoo import ZeroPadShortcut
 from deepshrink.prune.structured import DependencyGraph, remove_channels
@@ -113,5 +114,9 @@ def test_zero_pad_positions_by_hand():
 def test_cannot_remove_every_channel(small_models):
     model, shape = small_models["concat"]
     graph = DependencyGraph(model, shape)
-    with pytest.raises(Exception, match="cannot remove all 4 channels"):
+    weight = model.a.weight.detach().clone()
+    with pytest.raises(UserError, match="cannot remove all 4 channels of group 'a'"):
         remove_channels(model, {graph.group_of("a"): torch.arange(4)})
+    assert torch.equal(model.a.weight, weight) and model.c.in_channels == 10  # nothing was resized
+    remove_channels(model, {graph.group_of("a"): torch.tensor([2, 0, 2, 1, 0])})  # repeats count once
+    assert torch.equal(model.a.weight, weight[3:]) and model.c.in_channels == 7

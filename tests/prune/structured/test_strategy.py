@@ -38,5 +38,9 @@ def test_global_plan_ranks_all_channels_together():
     # raw scores: B9 0, A1 1, B8 1, A3 2, B7 2, A2 3, B6 3
     plan = global_plan(SCORED, 0.5, normalize=False)
     assert plan[A].tolist() == [1, 2, 3] and plan[B].tolist() == [6, 7, 8, 9]
-    plan = global_plan(SCORED, 0.99)  # every group keeps one channel
-    assert len(plan[A]) == 3 and len(plan[B]) == 9
+    plan = global_plan(SCORED, 0.99)  # every group keeps one channel: its highest-scoring one
+    assert plan[A].tolist() == [1, 2, 3] and plan[B].tolist() == list(range(1, 10))
+    plan = global_plan(SCORED, 0.99, round_to=4)  # kept counts rounded up: A stays whole, B keeps 4
+    assert plan[A].tolist() == [] and plan[B].tolist() == [4, 5, 6, 7, 8, 9]
+    plan = global_plan(SCORED, 0.0)
+    assert plan[A].tolist() == [] and plan[B].tolist() == []

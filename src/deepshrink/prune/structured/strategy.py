@@ -35,7 +35,8 @@ def ratio_for(group: Group, ratio: float, layer_ratios: dict[str, float]) -> flo
 
 
 def _lowest(scores: Tensor, keep: int) -> Tensor:
-    """Indices of all but the ``keep`` highest scores (ties: the later channel goes first)."""
+    """Indices of all but the ``keep`` highest scores, ascending; among tied scores the earlier
+    channel is removed first."""
     order = torch.sort(scores, stable=True).indices
     return order[: len(scores) - keep].sort().values
 
