@@ -36,6 +36,21 @@ def test_length_limit_keeps_a_prefix_code_and_stays_near_optimal():
     assert cost(free) <= cost(limited) <= 1.1 * cost(free)
 
 
+def test_default_limit_of_15_bits_round_trips_a_deep_fibonacci_alphabet():
+    fib = [1, 1]  # Fibonacci counts over 25 symbols: an unlimited tree 24 deep
+    while len(fib) < 25:
+        fib.append(fib[-1] + fib[-2])
+    counts = np.array(fib)
+    assert huffman.code_lengths(counts, max_length=32).max() == 24
+    lengths = huffman.code_lengths(counts)
+    assert lengths.max() == huffman.MAX_CODE_LENGTH and (2.0 ** -lengths.astype(float)).sum() == 1.0
+    huffman.check_lengths(lengths)
+    symbols = np.random.default_rng(0).permutation(np.repeat(np.arange(25), np.minimum(counts, 50)))
+    data, bits = huffman.encode(symbols, lengths)
+    assert bits == int(lengths[symbols].sum())
+    assert np.array_equal(huffman.decode(data, lengths, symbols.size), symbols)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.integers(0, 40), min_size=1, max_size=400), st.integers(0, 3))
 def test_round_trip_and_bits_within_entropy_plus_one(symbols, skew):
