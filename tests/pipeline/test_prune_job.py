@@ -62,6 +62,11 @@ def test_max_layer_sparsity_caps_every_layer_and_is_recorded(model_file, tmp_pat
     assert info.history[-1]["max_layer_sparsity"] == 0.75
 
 
+def test_a_std_factor_above_one_is_not_taken_for_a_sparsity():
+    PruneSettings(1.5, criterion="std").check(0)
+    PruneSettings(1.5, criterion="std", scope="global").check(0)
+
+
 @pytest.mark.parametrize("settings,epochs,needle", [
     (PruneSettings(1.0), 0, r"sparsity must be in \[0, 1\)"),
     (PruneSettings(-0.1), 0, "sparsity must be"),

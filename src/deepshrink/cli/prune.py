@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from deepshrink.cli.args import nonneg_float, nonneg_int, positive_int, fraction_up_to_one, set_threads, unit_interval
+from deepshrink.cli.args import fraction_up_to_one, nonneg_float, nonneg_int, positive_int, set_threads, unit_interval
 from deepshrink.cli.finetune import add_finetune_args, finetune_plan
 from deepshrink.train.distributed import current
 from deepshrink.errors import UserError

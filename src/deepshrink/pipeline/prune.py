@@ -62,7 +62,7 @@ class PruneSettings:
             raise UserError(f"max layer sparsity must be in (0, 1], got {cap}")
         if cap < 1.0 and (self.criterion, self.scope) != ("magnitude", "global"):
             raise UserError("max layer sparsity applies to the magnitude criterion with global scope only")
-        if self.amount > cap:
+        if cap < 1.0 and self.amount > cap:
             raise UserError(f"sparsity {self.amount} cannot be reached when no layer may exceed {cap}")
 
     def ramp_epochs(self, epochs: int) -> int:
