@@ -44,6 +44,20 @@ def test_float16_option_is_smaller(model_file, tmp_path, capsys):
     assert (tmp_path / "b.dsz").stat().st_size < (tmp_path / "a.dsz").stat().st_size
 
 
+def test_bn_affine_option_drops_the_running_statistics(model_file, tmp_path, capsys):
+    assert main(["encode", str(model_file), "--out", str(tmp_path / "a.dsz")]) == 0
+    assert main(["encode", str(model_file), "--out", str(tmp_path / "b.dsz"), "--float16", "--bn-affine"]) == 0
+    assert main(["decode", str(tmp_path / "b.dsz"), "--out", str(tmp_path / "back.safetensors")]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "b.dsz").stat().st_size < (tmp_path / "a.dsz").stat().st_size
+    original, _ = load_model(model_file)
+    decoded, info = load_model(tmp_path / "back.safetensors")
+    assert info.history[-1]["bn_affine"] is True and not decoded.bn1.running_mean.any()
+    x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(decoded(x), original(x), rtol=1e-2, atol=1e-2)  # float16 rounding
+
+
 def test_damaged_and_missing_files_exit_2_with_one_line(model_file, tmp_path, capsys):
     assert main(["encode", str(model_file), "--out", str(tmp_path / "m.dsz")]) == 0
     data = bytearray((tmp_path / "m.dsz").read_bytes())

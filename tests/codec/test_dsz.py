@@ -91,6 +91,8 @@ def test_tensors_and_metadata_of_the_container(reference):
     (lambda t: t["layers"][1].pop(), "malformed layer table row"),
     (lambda t: t["layer_columns"].reverse(), "columns"),
     (lambda t: t.update(float_dtype="float16"), "other tensors take"),
+    (lambda t: t.update(bn_affine=True), "other tensors take"),
+    (lambda t: t.update(bn_affine=1), "'bn_affine' must be a bool"),
     (lambda t: t["other"].update(crc32=1), "checksum of other tensors"),
     (lambda t: t["model"]["arch"].update(name="resnet9000"), "unknown model"),
 ])
@@ -114,6 +116,7 @@ def test_version_1_files_without_the_numel_column_still_decode(reference):
     def as_version_1(table):
         at = table["layer_columns"].index("numel")
         table.update(version=1, layer_columns=[c for c in table["layer_columns"] if c != "numel"])
+        del table["bn_affine"]
         for row in table["layers"]:
             del row[at]
 

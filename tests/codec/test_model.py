@@ -102,3 +102,29 @@ def test_activation_quantizers_are_not_stored_and_the_record_says_so(compressed)
     assert back.activation_quantizers == []
     assert back.history[-1]["dropped_activation_quantizers"] == 1
     assert torch.equal(decoded.conv2.weight, model.conv2.weight)
+
+
+@pytest.mark.parametrize("float_dtype", ["float32", "float16"])
+def test_batchnorm_as_inference_affine_halves_its_bytes_and_keeps_outputs(compressed, float_dtype):
+    model, info = compressed
+    plain = encode_model(model, info, float_dtype=float_dtype)
+    affine = encode_model(model, info, float_dtype=float_dtype, bn_affine=True)
+    item = 4 if float_dtype == "float32" else 2
+    channels = sum(bn.num_features for bn in (model.bn1, model.bn2, model.bn3))
+    # per BatchNorm: mean and var (C each) and the int64 batch counter are gone
+    assert len(plain.other) - len(affine.other) == 2 * channels * item + 3 * 8
+    assert [layer.key for layer in affine.layers] == [layer.key for layer in plain.layers]
+    assert affine.info.history[-1]["bn_affine"] is True and affine.bn_affine
+    decoded, _ = decode_model(from_bytes(to_bytes(affine)))
+    scale = model.bn2.weight / torch.sqrt(model.bn2.running_var + model.bn2.eps)
+    shift = model.bn2.bias - model.bn2.running_mean * scale
+    tolerance = dict(rtol=1e-6, atol=1e-6) if float_dtype == "float32" else dict(rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(decoded.bn2.weight, scale.detach(), **tolerance)
+    torch.testing.assert_close(decoded.bn2.bias, shift.detach(), **tolerance)
+    assert torch.equal(decoded.bn2.running_mean, torch.zeros(decoded.bn2.num_features))
+    assert torch.equal(decoded.bn2.running_var + decoded.bn2.eps, torch.ones(decoded.bn2.num_features))
+    assert decoded.bn2.num_batches_tracked.item() == 0
+    reference, _ = decode_model(from_bytes(to_bytes(plain)))  # the same rounding of the weights
+    x = torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(decoded(x), reference(x), **tolerance)

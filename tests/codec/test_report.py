@@ -29,6 +29,9 @@ def test_sizes_add_up_to_the_file(compressed_shared):
     bn = 4 * (16 + 32 + 64)
     assert report.other_values == bn + 3 + 10
     assert report.other_bytes == 4 * (bn + 10) + 8 * 3
+    affine = codec_report(encode_model(model, info, bn_affine=True))  # weight and bias only
+    assert affine.other_values == bn // 2 + 10 and affine.other_bytes == 4 * (bn // 2 + 10)
+    assert affine.dsz_bytes == affine.container_bytes + affine.other_bytes + sum(r.bytes for r in affine.layers)
 
 
 def test_layer_rows(compressed_shared):

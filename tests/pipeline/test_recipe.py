@@ -189,3 +189,9 @@ def test_max_layer_sparsity_key_of_the_prune_stage():
     assert "max_layer_sparsity: must be a number in (0, 1], got 0" in error_of(
         HEAD + "  - prune: {amount: 0.5, scope: global, max_layer_sparsity: 0}\n")
     assert "global scope only" in error_of(HEAD + "  - prune: {amount: 0.5, max_layer_sparsity: 0.9}\n")
+
+
+def test_encode_stage_keys():
+    recipe = parse_recipe(HEAD + "  - train: {epochs: 1}\n  - encode: {float_dtype: float16, bn_affine: true}\n")
+    assert recipe.stages[1].settings == EncodeSettings(float_dtype="float16", bn_affine=True)
+    assert "bn_affine: must be true or false" in error_of(HEAD + "  - train: {epochs: 1}\n  - encode: {bn_affine: 1}\n")

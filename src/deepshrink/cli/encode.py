@@ -14,11 +14,15 @@ def register(sub) -> None:
     p.add_argument("--float16", action="store_true",
                    help="store BatchNorm parameters, biases and unquantized weights as float16 "
                         "(smaller; outputs no longer bit-identical)")
+    p.add_argument("--bn-affine", action="store_true",
+                   help="store each BatchNorm as its inference scale and shift, without running statistics "
+                        "(half its bytes; outputs equal within float rounding)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    encoded = encode_file(args.model_file, args.out, float_dtype="float16" if args.float16 else "float32")
+    encoded = encode_file(args.model_file, args.out, float_dtype="float16" if args.float16 else "float32",
+                          bn_affine=args.bn_affine)
     print(format_codec_report(codec_report(encoded)))
     print(f"written to {args.out}")
     return 0

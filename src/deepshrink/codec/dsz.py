@@ -5,7 +5,7 @@ stream, then the raw bytes of all other tensors), ``codebooks`` (float32: the la
 codebooks, row-major, one after another) and ``code_lengths`` (uint8: the layers' 4-bit
 code-length tables, value table then index table). Metadata ``deepshrink-dsz`` holds JSON::
 
-    {"format": "deepshrink-dsz", "version": 2, "model": {ModelInfo}, "float_dtype": "float32",
+    {"format": "deepshrink-dsz", "version": 2, "model": {ModelInfo}, "float_dtype": "float32", "bn_affine": false,
      "layer_columns": ["key", "numel", "coding", "symbols", "alphabet", "bytes", "crc32", "codebook_rows",
                        "codebook_size", "index_width", "index_symbols", "index_alphabet", "index_bytes",
                        "index_crc32"],
@@ -19,8 +19,10 @@ codebook of ``codebook_rows`` x ``codebook_size``; float16/float32: raw values),
 sparse layout (``index_width`` > 0) its Huffman-coded relative indices. Shapes come from the
 architecture; ``numel`` (the weight's element count) must agree with it, so an edited
 architecture cannot pour a layer's weights into a tensor of another size. Version 1 files (no
-``numel`` column) are still read. ``bytes`` and ``crc32`` are the length and CRC-32 of each stream. The JSON ends
-with ``"crc32"``: the CRC-32 of the compact JSON of everything before it, so no byte of the file
+``numel`` column, no ``bn_affine``) are still read. ``bn_affine``: the BatchNorms' weights
+and biases in ``other`` are their inference scales and shifts, and their running statistics are
+not stored (:mod:`deepshrink.codec.batchnorm`). ``bytes`` and ``crc32`` are the length and
+CRC-32 of each stream. The JSON ends with ``"crc32"``: the CRC-32 of the compact JSON of everything before it, so no byte of the file
 goes unchecked. (One metadata entry only: safetensors writes several in no fixed order, and the
 same model should always give the same bytes.)
 
@@ -84,6 +86,7 @@ def to_bytes(encoded: EncodedModel) -> bytes:
     info = {k: v for k, v in encoded.info.to_dict().items() if k not in ("format", "version", "parametrizations")}
     table = {
         "format": FORMAT, "version": VERSION, "model": info, "float_dtype": encoded.float_dtype,
+        "bn_affine": encoded.bn_affine,
         "layer_columns": list(COLUMNS), "layers": rows,
         "other": {"bytes": len(encoded.other), "crc32": _crc(encoded.other)},
         "codebooks_crc32": _crc(tensors["codebooks"].tobytes()),
@@ -106,6 +109,7 @@ def from_bytes(data: bytes, source: str = "the .dsz file") -> EncodedModel:
     float_dtype = _field(table, "float_dtype", str)
     if float_dtype not in FLOAT_DTYPES:
         raise UserError(f"{source}: unknown float storage {float_dtype!r}")
+    bn_affine = _field(table, "bn_affine", bool) if table["version"] >= 2 else False
     columns = COLUMNS_BY_VERSION[table["version"]]
     if _field(table, "layer_columns", list) != list(columns):
         raise UserError(f"{source}: the layer table has columns {table['layer_columns']}, expected {list(columns)}")
@@ -115,7 +119,7 @@ def from_bytes(data: bytes, source: str = "the .dsz file") -> EncodedModel:
     other_bytes = cursor["streams"].take(_field(other, "bytes", int), _field(other, "crc32", int), "other tensors")
     for item in cursor.values():
         item.finish()
-    return EncodedModel(info, float_dtype, layers, other_bytes)
+    return EncodedModel(info, float_dtype, layers, other_bytes, bn_affine)
 
 
 def write_dsz(path: str | os.PathLike, encoded: EncodedModel) -> int:

@@ -13,9 +13,10 @@ from deepshrink.models import ModelInfo, load_model, save_model
 
 
 def save_dsz(path: str | os.PathLike, model: nn.Module, info: ModelInfo, *,
-             float_dtype: str = "float32") -> EncodedModel:
-    """Encode ``model`` and write it to ``path`` (atomically); returns the encoding."""
-    encoded = encode_model(model, info, float_dtype=float_dtype)
+             float_dtype: str = "float32", bn_affine: bool = False) -> EncodedModel:
+    """Encode ``model`` and write it to ``path`` (atomically); returns the encoding. Options as
+    :func:`~deepshrink.codec.model.encode_model`."""
+    encoded = encode_model(model, info, float_dtype=float_dtype, bn_affine=bn_affine)
     write_dsz(path, encoded)
     return encoded
 
@@ -26,10 +27,10 @@ def load_dsz(path: str | os.PathLike) -> tuple[nn.Module, ModelInfo]:
 
 
 def encode_file(model_file: str | os.PathLike, out: str | os.PathLike, *,
-                float_dtype: str = "float32") -> EncodedModel:
+                float_dtype: str = "float32", bn_affine: bool = False) -> EncodedModel:
     """Encode the model file ``model_file`` into the ``.dsz`` file ``out``."""
     model, info = load_model(model_file)
-    return save_dsz(out, model, info, float_dtype=float_dtype)
+    return save_dsz(out, model, info, float_dtype=float_dtype, bn_affine=bn_affine)
 
 
 def decode_file(dsz_file: str | os.PathLike, out: str | os.PathLike) -> tuple[ModelInfo, Path]:

@@ -10,6 +10,8 @@ floating ones as ``float_dtype``, others (``num_batches_tracked``) in their own 
 ``float_dtype="float32"`` (the default) keeps the decoded model's outputs bit-identical to the
 encoded model's; ``"float16"`` halves the float bytes but rounds BatchNorm parameters, biases
 and unquantized weights, so outputs change slightly. Codebooks are always float32.
+``bn_affine`` stores each BatchNorm as its inference scale and shift
+(:mod:`deepshrink.codec.batchnorm`): half its bytes, outputs equal within float rounding.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from deepshrink.codec.batchnorm import STATISTICS, affine_batchnorms, inference_affine, neutral_statistics
 from deepshrink.codec.layer import FLOAT_DTYPES, EncodedTensor, decode_tensor, encode_float, encode_quantized
 from deepshrink.errors import UserError
 from deepshrink.models import ModelInfo, build_model
@@ -36,19 +39,25 @@ class EncodedModel:
     float_dtype: str                 # storage of the floats in ``other`` and of float weights
     layers: list[EncodedTensor]      # coded weights
     other: bytes                     # every other state tensor, in state-dict order
+    bn_affine: bool = False          # BatchNorms stored as scale and shift, without statistics
 
 
-def encode_model(model: nn.Module, info: ModelInfo, *, float_dtype: str = "float32") -> EncodedModel:
-    """Encode ``model`` (built from ``info.arch``, optionally pruned/quantized through parametrizations)."""
+def encode_model(model: nn.Module, info: ModelInfo, *, float_dtype: str = "float32",
+                 bn_affine: bool = False) -> EncodedModel:
+    """Encode ``model`` (built from ``info.arch``, optionally pruned/quantized through
+    parametrizations); ``bn_affine``: BatchNorms as their inference scale and shift."""
     if float_dtype not in FLOAT_DTYPES:
         raise UserError(f"float storage must be one of {', '.join(FLOAT_DTYPES)}, got {float_dtype!r}")
     plain = build_model(info.arch).state_dict()
+    replaced = _affine_replacements(model) if bn_affine else {}
     layers, other = [], []
     with torch.no_grad():
         for key, reference in plain.items():
             module_name, _, attr = key.rpartition(".")
             module = model.get_submodule(module_name)
-            tensor = getattr(module, attr).detach().cpu()
+            if replaced.get(key, ...) is None:  # a running statistic of an affine-stored BatchNorm
+                continue
+            tensor = replaced[key] if key in replaced else getattr(module, attr).detach().cpu()
             if tensor.shape != reference.shape:
                 raise UserError(f"tensor {key} has shape {tuple(tensor.shape)}, "
                                 f"architecture {info.arch.name} needs {tuple(reference.shape)}")
@@ -58,12 +67,12 @@ def encode_model(model: nn.Module, info: ModelInfo, *, float_dtype: str = "float
                 other.append(_raw_bytes(key, tensor, float_dtype))
     stored = ModelInfo.from_dict(info.to_dict())
     stored.parametrizations = []
-    record = {"stage": "encode", "format": "dsz", "float_dtype": float_dtype}
+    record = {"stage": "encode", "format": "dsz", "float_dtype": float_dtype, "bn_affine": bn_affine}
     if stored.activation_quantizers:  # the .dsz holds weights only: the decoded model is plain
         record["dropped_activation_quantizers"] = len(stored.activation_quantizers)
         stored.activation_quantizers = []
     stored.history.append(record)
-    return EncodedModel(stored, float_dtype, layers, b"".join(other))
+    return EncodedModel(stored, float_dtype, layers, b"".join(other), bn_affine)
 
 
 def decode_model(encoded: EncodedModel, source: str = "the .dsz file") -> tuple[nn.Module, ModelInfo]:
@@ -83,9 +92,29 @@ def decode_model(encoded: EncodedModel, source: str = "the .dsz file") -> tuple[
         except ValueError as exc:
             raise UserError(f"{source}: layer {layer.key} is damaged ({exc})") from None
         state[layer.key] = torch.from_numpy(values).to(plain[layer.key].dtype)
-    state.update(_split_other(encoded, {k: v for k, v in plain.items() if k not in state}, source))
+    neutral = _neutral_statistics(model) if encoded.bn_affine else {}
+    rest = {k: v for k, v in plain.items() if k not in state and k not in neutral}
+    state.update(_split_other(encoded, rest, source))
+    state.update(neutral)
     load_state_strict(model, state, source=source)
     return model.eval(), encoded.info
+
+
+def _affine_replacements(model: nn.Module) -> dict[str, torch.Tensor | None]:
+    """state key -> what to store instead: scale and shift for the weight and bias of each
+    affine BatchNorm, None (nothing) for its running statistics."""
+    replaced: dict[str, torch.Tensor | None] = {}
+    for name, bn in affine_batchnorms(model).items():
+        prefix = f"{name}." if name else ""
+        replaced[prefix + "weight"], replaced[prefix + "bias"] = inference_affine(bn)
+        replaced.update({prefix + stat: None for stat in STATISTICS})
+    return replaced
+
+
+def _neutral_statistics(model: nn.Module) -> dict[str, torch.Tensor]:
+    """state key -> value of every running statistic of ``model``'s affine BatchNorms."""
+    return {(f"{name}." if name else "") + stat: value for name, bn in affine_batchnorms(model).items()
+            for stat, value in neutral_statistics(bn).items()}
 
 
 def _encode_weight(key: str, module: nn.Module, attr: str, tensor: torch.Tensor, float_dtype: str) -> EncodedTensor:

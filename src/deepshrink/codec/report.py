@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from safetensors.torch import save as save_safetensors
 
+from deepshrink.codec.batchnorm import STATISTICS, affine_batchnorms
 from deepshrink.codec.dsz import to_bytes
 from deepshrink.codec.huffman import entropy_bits
 from deepshrink.codec.layer import EncodedTensor, decode_tensor
@@ -50,7 +51,7 @@ class LayerRow:
 @dataclass(frozen=True)
 class CodecReport:
     layers: list[LayerRow]
-    other_values: int            # values in the other tensors (BatchNorm, biases, buffers)
+    other_values: int            # values stored for the other tensors (BatchNorm, biases, buffers)
     other_bytes: int
     container_bytes: int         # safetensors header and metadata
     dsz_bytes: int               # the whole file
@@ -64,12 +65,15 @@ class CodecReport:
 def codec_report(encoded: EncodedModel) -> CodecReport:
     """Per-layer rows and totals for ``encoded``; the sizes add up to the file size exactly."""
     rows = [_row(layer) for layer in encoded.layers]
-    plain = build_model(encoded.info.arch).state_dict()
-    coded = {layer.key for layer in encoded.layers}
+    model = build_model(encoded.info.arch)
+    plain = model.state_dict()
+    not_other = {layer.key for layer in encoded.layers}
+    if encoded.bn_affine:  # the running statistics are not stored
+        not_other |= {f"{name}.{stat}" if name else stat for name in affine_batchnorms(model) for stat in STATISTICS}
     dsz = len(to_bytes(encoded))
     return CodecReport(
         layers=rows,
-        other_values=sum(v.numel() for k, v in plain.items() if k not in coded),
+        other_values=sum(v.numel() for k, v in plain.items() if k not in not_other),
         other_bytes=len(encoded.other),
         container_bytes=dsz - len(encoded.other) - sum(row.bytes for row in rows),
         dsz_bytes=dsz,

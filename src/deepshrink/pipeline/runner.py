@@ -284,7 +284,8 @@ def _quantize_stage(ctx: _Context, stage: Stage, model: Path, folder: Path):
 
 
 def _encode_stage(ctx: _Context, stage: Stage, model: Path, folder: Path):
-    encode_file(model, folder / DSZ_FILE, float_dtype=stage.settings.float_dtype)
+    settings = stage.settings
+    encode_file(model, folder / DSZ_FILE, float_dtype=settings.float_dtype, bn_affine=settings.bn_affine)
     decode_file(folder / DSZ_FILE, folder / DECODED_FILE)
     identical = same_outputs(model, folder / DECODED_FILE, ctx.test_set.subset(min(COMPARE_IMAGES, len(ctx.test_set))))
     return folder / DECODED_FILE, folder / DSZ_FILE, folder / DECODED_FILE, {"identical_outputs": identical}

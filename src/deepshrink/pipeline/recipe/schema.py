@@ -58,7 +58,7 @@ STAGE_KEYS: dict[str, dict[str, Callable]] = {
                  "activation_observer": choice(ACTIVATION_OBSERVERS), "calibration_images": integer(1),
                  "mixed_budget_kb": number(0, low_open=True), "mixed_criterion": choice(MIXED_CRITERIA),
                  "mixed_bits": integers},
-    "encode": {"float_dtype": choice(FLOAT_DTYPES)},
+    "encode": {"float_dtype": choice(FLOAT_DTYPES), "bn_affine": boolean},
     "export": {"format": choice(FORMATS)},
 }
 # quantize keys that are not QuantConfig fields: they go to the quantize job itself

@@ -39,6 +39,7 @@ class Distill:
 @dataclass(frozen=True)
 class EncodeSettings:
     float_dtype: str = "float32"
+    bn_affine: bool = False  # BatchNorms as inference scale and shift (see deepshrink.codec.batchnorm)
 
 
 @dataclass(frozen=True)
