@@ -97,7 +97,8 @@ def test_cross_field_errors_of_the_jobs_name_the_stage():
 
 def test_shipped_recipes_are_valid():
     names = sorted(p.name for p in RECIPES.glob("*.yaml"))
-    assert names == ["deep-compression-resnet20-90.yaml", "deep-compression-resnet20.yaml", "digits-demo.yaml",
+    assert names == ["deep-compression-resnet20-85.yaml", "deep-compression-resnet20-90.yaml",
+                     "deep-compression-resnet20.yaml", "digits-demo.yaml",
                      "lenet300-digits.yaml", "lenet5-digits.yaml"]
     for name in names:
         load_recipe(RECIPES / name)
