@@ -32,6 +32,8 @@ def test_sizes_add_up_to_the_file(compressed_shared):
     affine = codec_report(encode_model(model, info, bn_affine=True))  # weight and bias only
     assert affine.other_values == bn // 2 + 10 and affine.other_bytes == 4 * (bn // 2 + 10)
     assert affine.dsz_bytes == affine.container_bytes + affine.other_bytes + sum(r.bytes for r in affine.layers)
+    assert "other (BN affine, biases)" in format_codec_report(affine)
+    assert "other tensors (BN, biases)" in format_codec_report(report)
 
 
 def test_layer_rows(compressed_shared):

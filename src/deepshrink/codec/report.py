@@ -56,6 +56,7 @@ class CodecReport:
     container_bytes: int         # safetensors header and metadata
     dsz_bytes: int               # the whole file
     float32_bytes: int           # the plain float32 safetensors file
+    bn_affine: bool = False      # BatchNorms stored as scale and shift (no running statistics)
 
     @property
     def ratio(self) -> float:
@@ -77,7 +78,8 @@ def codec_report(encoded: EncodedModel) -> CodecReport:
         other_bytes=len(encoded.other),
         container_bytes=dsz - len(encoded.other) - sum(row.bytes for row in rows),
         dsz_bytes=dsz,
-        float32_bytes=float32_size(encoded.info.arch))
+        float32_bytes=float32_size(encoded.info.arch),
+        bn_affine=encoded.bn_affine)
 
 
 def float32_size(arch: ArchSpec) -> int:
@@ -94,7 +96,8 @@ def format_codec_report(report: CodecReport) -> str:
         lines.append(f"{row.key:<28} {row.layout:<6} {row.weights:>9,} {row.nonzeros:>9,} "
                      f"{row.index_bits or '-':>5} {row.weight_bits:>4} {_stats(row.values):>13} "
                      f"{_stats(row.index):>13} {row.bytes:>9,}")
-    lines.append(f"{'other tensors (BN, biases)':<28} {'raw':<6} {report.other_values:>9,} {'':>9} {'':>5} "
+    other = "other (BN affine, biases)" if report.bn_affine else "other tensors (BN, biases)"
+    lines.append(f"{other:<28} {'raw':<6} {report.other_values:>9,} {'':>9} {'':>5} "
                  f"{'':>4} {'':>13} {'':>13} {report.other_bytes:>9,}")
     lines.append(f"{'container (header, table)':<28} {'':<6} {'':>9} {'':>9} {'':>5} {'':>4} {'':>13} {'':>13} "
                  f"{report.container_bytes:>9,}")
