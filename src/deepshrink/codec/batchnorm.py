@@ -25,6 +25,11 @@ def affine_batchnorms(model: nn.Module) -> dict[str, _BatchNorm]:
             if isinstance(m, _BatchNorm) and m.affine and m.track_running_stats}
 
 
+def statistic_keys(model: nn.Module) -> list[str]:
+    """State-dict keys of the running statistics of ``model``'s affine BatchNorms."""
+    return [f"{name}.{stat}" if name else stat for name in affine_batchnorms(model) for stat in STATISTICS]
+
+
 def inference_affine(bn: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
     """(scale, shift), each (C,) float32, of ``bn`` in eval mode (computed in float64)."""
     with torch.no_grad():

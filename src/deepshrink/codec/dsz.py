@@ -22,8 +22,8 @@ architecture cannot pour a layer's weights into a tensor of another size. Versio
 ``numel`` column, no ``bn_affine``) are still read. ``bn_affine``: the BatchNorms' weights
 and biases in ``other`` are their inference scales and shifts, and their running statistics are
 not stored (:mod:`deepshrink.codec.batchnorm`). ``bytes`` and ``crc32`` are the length and
-CRC-32 of each stream. The JSON ends with ``"crc32"``: the CRC-32 of the compact JSON of everything before it, so no byte of the file
-goes unchecked. (One metadata entry only: safetensors writes several in no fixed order, and the
+CRC-32 of each stream. The JSON ends with ``"crc32"``: the CRC-32 of the compact JSON of
+everything before it, so no byte of the file goes unchecked. (One metadata entry only: safetensors writes several in no fixed order, and the
 same model should always give the same bytes.)
 
 Reading validates everything (format, version, checksums, lengths, table consistency, code

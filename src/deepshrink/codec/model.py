@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from deepshrink.codec.batchnorm import STATISTICS, affine_batchnorms, inference_affine, neutral_statistics
+from deepshrink.codec.batchnorm import affine_batchnorms, inference_affine, neutral_statistics, statistic_keys
 from deepshrink.codec.layer import FLOAT_DTYPES, EncodedTensor, decode_tensor, encode_float, encode_quantized
 from deepshrink.errors import UserError
 from deepshrink.models import ModelInfo, build_model
@@ -103,18 +103,17 @@ def decode_model(encoded: EncodedModel, source: str = "the .dsz file") -> tuple[
 def _affine_replacements(model: nn.Module) -> dict[str, torch.Tensor | None]:
     """state key -> what to store instead: scale and shift for the weight and bias of each
     affine BatchNorm, None (nothing) for its running statistics."""
-    replaced: dict[str, torch.Tensor | None] = {}
+    replaced: dict[str, torch.Tensor | None] = dict.fromkeys(statistic_keys(model))
     for name, bn in affine_batchnorms(model).items():
         prefix = f"{name}." if name else ""
         replaced[prefix + "weight"], replaced[prefix + "bias"] = inference_affine(bn)
-        replaced.update({prefix + stat: None for stat in STATISTICS})
     return replaced
 
 
 def _neutral_statistics(model: nn.Module) -> dict[str, torch.Tensor]:
     """state key -> value of every running statistic of ``model``'s affine BatchNorms."""
-    return {(f"{name}." if name else "") + stat: value for name, bn in affine_batchnorms(model).items()
-            for stat, value in neutral_statistics(bn).items()}
+    values = [value for bn in affine_batchnorms(model).values() for value in neutral_statistics(bn).values()]
+    return dict(zip(statistic_keys(model), values, strict=True))
 
 
 def _encode_weight(key: str, module: nn.Module, attr: str, tensor: torch.Tensor, float_dtype: str) -> EncodedTensor:

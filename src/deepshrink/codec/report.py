@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from safetensors.torch import save as save_safetensors
 
-from deepshrink.codec.batchnorm import STATISTICS, affine_batchnorms
+from deepshrink.codec.batchnorm import statistic_keys
 from deepshrink.codec.dsz import to_bytes
 from deepshrink.codec.huffman import entropy_bits
 from deepshrink.codec.layer import EncodedTensor, decode_tensor
@@ -70,7 +70,7 @@ def codec_report(encoded: EncodedModel) -> CodecReport:
     plain = model.state_dict()
     not_other = {layer.key for layer in encoded.layers}
     if encoded.bn_affine:  # the running statistics are not stored
-        not_other |= {f"{name}.{stat}" if name else stat for name in affine_batchnorms(model) for stat in STATISTICS}
+        not_other |= set(statistic_keys(model))
     dsz = len(to_bytes(encoded))
     return CodecReport(
         layers=rows,
