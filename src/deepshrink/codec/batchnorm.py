@@ -25,9 +25,14 @@ def affine_batchnorms(model: nn.Module) -> dict[str, _BatchNorm]:
             if isinstance(m, _BatchNorm) and m.affine and m.track_running_stats}
 
 
+def state_key(module_name: str, attr: str) -> str:
+    """The state-dict key of ``attr`` of the module named ``module_name`` ("" for the root)."""
+    return f"{module_name}.{attr}" if module_name else attr
+
+
 def statistic_keys(model: nn.Module) -> list[str]:
     """State-dict keys of the running statistics of ``model``'s affine BatchNorms."""
-    return [f"{name}.{stat}" if name else stat for name in affine_batchnorms(model) for stat in STATISTICS]
+    return [state_key(name, stat) for name in affine_batchnorms(model) for stat in STATISTICS]
 
 
 def inference_affine(bn: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:

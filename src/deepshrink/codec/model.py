@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from deepshrink.codec.batchnorm import affine_batchnorms, inference_affine, neutral_statistics, statistic_keys
+from deepshrink.codec.batchnorm import (affine_batchnorms, inference_affine, neutral_statistics, state_key,
+                                        statistic_keys)
 from deepshrink.codec.layer import FLOAT_DTYPES, EncodedTensor, decode_tensor, encode_float, encode_quantized
 from deepshrink.errors import UserError
 from deepshrink.models import ModelInfo, build_model
@@ -49,15 +50,16 @@ def encode_model(model: nn.Module, info: ModelInfo, *, float_dtype: str = "float
     if float_dtype not in FLOAT_DTYPES:
         raise UserError(f"float storage must be one of {', '.join(FLOAT_DTYPES)}, got {float_dtype!r}")
     plain = build_model(info.arch).state_dict()
-    replaced = _affine_replacements(model) if bn_affine else {}
+    affine = _affine_parameters(model) if bn_affine else {}
+    skipped = set(statistic_keys(model)) if bn_affine else set()  # not stored: neutral on decoding
     layers, other = [], []
     with torch.no_grad():
         for key, reference in plain.items():
             module_name, _, attr = key.rpartition(".")
             module = model.get_submodule(module_name)
-            if replaced.get(key, ...) is None:  # a running statistic of an affine-stored BatchNorm
+            if key in skipped:
                 continue
-            tensor = replaced[key] if key in replaced else getattr(module, attr).detach().cpu()
+            tensor = affine[key] if key in affine else getattr(module, attr).detach().cpu()
             if tensor.shape != reference.shape:
                 raise UserError(f"tensor {key} has shape {tuple(tensor.shape)}, "
                                 f"architecture {info.arch.name} needs {tuple(reference.shape)}")
@@ -100,20 +102,18 @@ def decode_model(encoded: EncodedModel, source: str = "the .dsz file") -> tuple[
     return model.eval(), encoded.info
 
 
-def _affine_replacements(model: nn.Module) -> dict[str, torch.Tensor | None]:
-    """state key -> what to store instead: scale and shift for the weight and bias of each
-    affine BatchNorm, None (nothing) for its running statistics."""
-    replaced: dict[str, torch.Tensor | None] = dict.fromkeys(statistic_keys(model))
+def _affine_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+    """state key -> the scale (weight) or shift (bias) stored for each affine BatchNorm."""
+    stored = {}
     for name, bn in affine_batchnorms(model).items():
-        prefix = f"{name}." if name else ""
-        replaced[prefix + "weight"], replaced[prefix + "bias"] = inference_affine(bn)
-    return replaced
+        stored[state_key(name, "weight")], stored[state_key(name, "bias")] = inference_affine(bn)
+    return stored
 
 
 def _neutral_statistics(model: nn.Module) -> dict[str, torch.Tensor]:
     """state key -> value of every running statistic of ``model``'s affine BatchNorms."""
-    values = [value for bn in affine_batchnorms(model).values() for value in neutral_statistics(bn).values()]
-    return dict(zip(statistic_keys(model), values, strict=True))
+    return {state_key(name, stat): value for name, bn in affine_batchnorms(model).items()
+            for stat, value in neutral_statistics(bn).items()}
 
 
 def _encode_weight(key: str, module: nn.Module, attr: str, tensor: torch.Tensor, float_dtype: str) -> EncodedTensor:
