@@ -72,7 +72,7 @@ def test_hook_replaces_the_loss_and_renormalises_for_the_teacher():
     teacher = Recorder()
     hook = DistillationHook(teacher, 2.0, 0.5, teacher_norm=((0.0,), (1.0,)))
     dataset = SimpleNamespace(mean=(0.5,), std=(0.25,))
-    trainer = SimpleNamespace(device=torch.device("cpu"), info=None,
+    trainer = SimpleNamespace(device=torch.device("cpu"), memory_format=torch.contiguous_format, info=None,
                               train_loader=SimpleNamespace(dataset=dataset))
     hook.on_fit_start(trainer)
     assert not teacher.training

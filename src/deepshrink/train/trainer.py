@@ -189,8 +189,9 @@ class Trainer:
         return record
 
     def _step(self, inputs: torch.Tensor, targets: torch.Tensor):
+        inputs = inputs.contiguous(memory_format=self.memory_format)  # hooks (a teacher) see the same layout
         with self._autocast():
-            outputs = self.train_model(inputs.contiguous(memory_format=self.memory_format))
+            outputs = self.train_model(inputs)
             loss = F.cross_entropy(outputs, targets, label_smoothing=self.config.label_smoothing)
             for hook in self.hooks:
                 loss = hook.loss(self, inputs, targets, outputs, loss)
