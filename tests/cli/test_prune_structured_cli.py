@@ -50,3 +50,28 @@ def test_mode_mixups_exit_2(resnet_file, tmp_path, capsys, argv, needle):
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_structured_gradual_schedule(tmp_path, capsys):
+    from deepshrink.data import load_dataset
+    from deepshrink.pipeline.train import new_model_info
+
+    info = new_model_info("resnet20", load_dataset("synthetic", "train"), {"width": 8})
+    dense = tmp_path / "dense.safetensors"
+    torch.manual_seed(0)
+    save_model(dense, build_model(info.arch), info)
+    out = tmp_path / "small.safetensors"
+    assert main(["prune", str(dense), "--structured", "--ratio", "0.5", "--schedule", "agp", "--epochs", "2",
+                 "--data", "synthetic", "--limit-train", "32", "--limit-test", "16", "--batch-size", "16",
+                 "--out", str(out)]) == 0
+    assert "test top-1" in capsys.readouterr().out
+    small, info = load_model(out)
+    assert small.layer1[0].conv1.out_channels == 4 and info.history[-1]["schedule"] == "agp"
+
+
+def test_structured_schedule_without_epochs_exits_2(resnet_file, tmp_path, capsys):
+    assert main(["prune", str(resnet_file), "--structured", "--ratio", "0.5", "--schedule", "linear",
+                 "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "linear schedule prunes while fine-tuning" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()

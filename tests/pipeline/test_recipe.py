@@ -93,6 +93,17 @@ def test_stage_order_is_checked():
 def test_cross_field_errors_of_the_jobs_name_the_stage():
     assert "line 6: stages[0].structured: give exactly one of a pruning ratio and a target MAC reduction" in error_of(
         HEAD.replace("{zoo: digits-cnn}", "{file: m}") + "  - structured: {criterion: l1}\n")
+    assert "line 6: stages[0].structured: a linear schedule prunes while fine-tuning: give at least 1 epoch" in error_of(
+        HEAD.replace("{zoo: digits-cnn}", "{file: m}") + "  - structured: {ratio: 0.5, schedule: linear}\n")
+
+
+def test_structured_stage_takes_a_schedule():
+    recipe = parse_recipe(HEAD.replace("{zoo: digits-cnn}", "{file: m}")
+                          + "  - structured: {ratio: 0.5, schedule: agp, prune_epochs: 2, epochs: 3}\n")
+    settings = recipe.stages[0].settings
+    assert (settings.schedule, settings.prune_epochs, settings.ratio) == ("agp", 2, 0.5)
+    assert "prune epochs must be in [1, 3]" in error_of(
+        HEAD.replace("{zoo: digits-cnn}", "{file: m}") + "  - structured: {ratio: 0.5, schedule: agp, prune_epochs: 4, epochs: 3}\n")
 
 
 def test_shipped_recipes_are_valid():

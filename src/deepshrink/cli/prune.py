@@ -43,7 +43,9 @@ def register(sub) -> None:
                    help="layer: the same sparsity in every layer; global: one threshold over all")
     p.add_argument("--max-layer-sparsity", type=fraction_up_to_one, default=1.0, metavar="C",
                    help="--scope global: no layer loses more than this fraction of its weights (default 1: no cap)")
-    p.add_argument("--schedule", choices=SCHEDULES, default="oneshot")
+    p.add_argument("--schedule", choices=SCHEDULES, default="oneshot",
+                   help="oneshot: prune, then fine-tune; linear/agp: prune step by step while fine-tuning "
+                        "(--structured: channels are zeroed on the way and removed at the end)")
     p.add_argument("--epochs", type=nonneg_int, default=0,
                    help="fine-tuning epochs (0: prune only, no data needed)")
     p.add_argument("--prune-epochs", type=positive_int, metavar="E",
@@ -77,7 +79,8 @@ def _structured_settings(args: argparse.Namespace) -> StructuredSettings:
     if criterion not in STRUCTURED_CRITERIA:
         raise UserError(f"--structured takes --criterion {', '.join(STRUCTURED_CRITERIA)}; got {criterion}")
     return StructuredSettings(criterion, args.ratio, args.target_macs_reduction, args.global_ranking,
-                              args.round_to, args.li_resnet_rule, seed=args.seed)
+                              args.round_to, args.li_resnet_rule, seed=args.seed, schedule=args.schedule,
+                              prune_epochs=args.prune_epochs)
 
 
 def run(args: argparse.Namespace) -> int:

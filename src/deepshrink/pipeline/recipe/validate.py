@@ -178,7 +178,7 @@ class Validator:
             return settings
         if kind == "structured":
             settings = StructuredSettings(**own, **seed)
-            settings.check()
+            settings.check(train.epochs)
             return settings
         if kind == "quantize":
             own = {k: v for k, v in own.items() if k not in QUANTIZE_JOB_KEYS}

@@ -6,20 +6,25 @@ dense model with smaller layers.
 - :func:`channel_scores` (``importance.py``): L1, L2, FPGM, BatchNorm scale, random;
 - ``strategy.py``: per-layer ratios, one global ranking, rounded channel counts;
 - :func:`remove_channels` (``remove.py``): slicing the tensors;
-- :func:`prune_channels` (``pruner.py``): all of it, optionally to a target MAC reduction;
+- :func:`plan_channels`, :func:`prune_channels` (``pruner.py``): all of it, optionally to a target
+  MAC reduction;
+- :class:`GradualChannelPruning` (``gradual.py``): a training hook that prunes on a schedule by
+  zeroing channels (:func:`zero_channels`), removed once training is over;
 - :func:`pruned_spec` (``spec.py``): the architecture spec that rebuilds the pruned model.
 """
 
 from deepshrink.prune.structured.graph import DependencyGraph, trace
 from deepshrink.prune.structured.group import Group
 from deepshrink.prune.structured.importance import CRITERIA, channel_scores
-from deepshrink.prune.structured.pruner import StructuredResult, StructuredSettings, prune_channels
+from deepshrink.prune.structured.pruner import (ChannelPlan, StructuredResult, StructuredSettings, plan_channels,
+                                                prune_channels)
 from deepshrink.prune.structured.remove import remove_channels
 from deepshrink.prune.structured.spec import pruned_spec
 from deepshrink.prune.structured.strategy import global_plan, kept_channels, layer_plan
 
 __all__ = [
     "CRITERIA",
+    "ChannelPlan",
     "DependencyGraph",
     "Group",
     "StructuredResult",
@@ -28,6 +33,7 @@ __all__ = [
     "global_plan",
     "kept_channels",
     "layer_plan",
+    "plan_channels",
     "prune_channels",
     "pruned_spec",
     "remove_channels",

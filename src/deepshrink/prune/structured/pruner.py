@@ -1,15 +1,16 @@
 """Structured pruning of a model: graph -> scores -> plan -> physical removal.
 
 ``prune_channels(model, input_shape, StructuredSettings(...))`` resizes ``model`` in place and
-returns what it did. With ``target_macs_reduction`` the ratio is found by bisection so that the
-MACs counted by :func:`deepshrink.analysis.costs.model_costs` fall to at most
-``(1 - target) · dense MACs`` (the smallest such ratio, to within 1/1024).
+returns what it did; :func:`plan_channels` only chooses the channels (a :class:`ChannelPlan`),
+which ``prune_channels(..., plan=...)`` then removes. With ``target_macs_reduction`` the ratio
+is found by bisection so that the MACs counted by :func:`deepshrink.analysis.costs.model_costs`
+fall to at most ``(1 - target) · dense MACs`` (the smallest such ratio, to within 1/1024).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -21,10 +22,11 @@ from deepshrink.errors import UserError
 from deepshrink.prune.structured.graph import DependencyGraph
 from deepshrink.prune.structured.group import Group
 from deepshrink.prune.structured.importance import CRITERIA, channel_scores
+from deepshrink.prune.schedules import SCHEDULES, schedule_amounts
 from deepshrink.prune.structured.remove import remove_channels
 from deepshrink.prune.structured.strategy import global_plan, layer_plan
 
-__all__ = ["StructuredResult", "StructuredSettings", "prune_channels"]
+__all__ = ["ChannelPlan", "StructuredResult", "StructuredSettings", "plan_channels", "prune_channels"]
 
 _BISECTION_STEPS = 10
 
@@ -35,7 +37,10 @@ class StructuredSettings:
     ``global_ranking``, over all groups) and ``target_macs_reduction`` (fraction of MACs to
     remove). ``layer_ratios``: glob on a group's name (its first producing layer) -> ratio,
     overriding ``ratio`` per group. ``li_resnet_rule``: prune only groups that do not meet a
-    residual addition (the first conv of each ResNet block; block outputs follow the shortcut)."""
+    residual addition (the first conv of each ResNet block; block outputs follow the shortcut).
+    ``schedule``: ``oneshot`` removes the channels before fine-tuning; ``linear``/``agp`` reach
+    the amount gradually over the first ``prune_epochs`` epochs of fine-tuning (default half),
+    zeroing channels and removing them at the end (:mod:`.gradual`)."""
 
     criterion: str = "l1"
     ratio: float | None = None
@@ -45,9 +50,18 @@ class StructuredSettings:
     li_resnet_rule: bool = False
     layer_ratios: dict[str, float] = field(default_factory=dict)
     seed: int = 0
+    schedule: str = "oneshot"
+    prune_epochs: int | None = None
 
-    def check(self) -> None:
-        """A :class:`UserError` for any value out of range."""
+    def check(self, epochs: int | None = None) -> None:
+        """A :class:`UserError` for any value out of range; with ``epochs`` (of fine-tuning) also
+        for a schedule that does not fit in them."""
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
+        if epochs is not None and self.schedule != "oneshot" and epochs < 1:
+            raise UserError(f"a {self.schedule} schedule prunes while fine-tuning: give at least 1 epoch")
+        if self.prune_epochs is not None and not 1 <= self.prune_epochs <= max(epochs or 1, 1):
+            raise UserError(f"prune epochs must be in [1, {max(epochs or 1, 1)}], got {self.prune_epochs}")
         if self.criterion not in CRITERIA:
             raise UserError(f"unknown criterion {self.criterion!r}; choose one of: {', '.join(CRITERIA)}")
         if (self.ratio is None) == (self.target_macs_reduction is None):
@@ -61,6 +75,22 @@ class StructuredSettings:
 
     def record(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if value is not None}
+
+    def ramp_epochs(self, epochs: int) -> int:
+        """Epochs over which a gradual schedule reaches the amount."""
+        return self.prune_epochs or max(1, epochs // 2)
+
+    def fractions(self, epochs: int) -> dict[int, float]:
+        """{epoch (0-based): fraction of the final amount to reach before it} for ``epochs``
+        epochs of fine-tuning; one-shot: ``{0: 1.0}``."""
+        return schedule_amounts(self.schedule, 1.0, self.ramp_epochs(epochs))
+
+    def scaled(self, fraction: float) -> "StructuredSettings":
+        """One-shot settings for ``fraction`` of this amount (ratio, layer ratios or MAC target)."""
+        scale = (lambda v: None if v is None else v * fraction)
+        return replace(self, ratio=scale(self.ratio), target_macs_reduction=scale(self.target_macs_reduction),
+                       layer_ratios={k: v * fraction for k, v in self.layer_ratios.items()},
+                       schedule="oneshot", prune_epochs=None)
 
 
 @dataclass
@@ -140,6 +170,31 @@ def _ratio_for_target(model: nn.Module, input_shape, scored, settings: Structure
     return high
 
 
+@dataclass(frozen=True)
+class ChannelPlan:
+    """Which channels to remove: ``removed`` maps every candidate group to the (ascending)
+    indices of its channels to remove (possibly none); ``skipped``: layers left alone -> why;
+    ``ratio``: the channel ratio the plan was made with."""
+
+    removed: dict[Group, Tensor]
+    skipped: dict[str, str]
+    ratio: float
+
+
+def plan_channels(model: nn.Module, input_shape: tuple[int, ...], settings: StructuredSettings,
+                  graph: DependencyGraph | None = None) -> ChannelPlan:
+    """The channels ``settings`` remove from ``model`` (scored on its current weights, which are
+    not changed); ``graph``: the model's dependency graph, when already built."""
+    settings.check()
+    graph = graph or DependencyGraph(model, input_shape)
+    skipped = dict(graph.skipped)
+    scored = _candidates(model, graph, settings, skipped)
+    ratio = settings.ratio
+    if ratio is None:
+        ratio = _ratio_for_target(model, input_shape, scored, settings, _macs(model, input_shape))
+    return ChannelPlan(_plan(scored, settings, ratio), skipped, ratio)
+
+
 def _filter_counts(group: Group, removed: int) -> tuple[int, int]:
     """Output filters of the group's first producer before and after removing ``removed`` group
     channels (a grouped conv's channel is one filter in each of its groups)."""
@@ -147,19 +202,13 @@ def _filter_counts(group: Group, removed: int) -> tuple[int, int]:
     return group.n * per_channel, (group.n - removed) * per_channel
 
 
-def prune_channels(model: nn.Module, input_shape: tuple[int, ...],
-                   settings: StructuredSettings) -> StructuredResult:
-    """Prune ``model`` (resized in place) for inputs of shape ``input_shape`` (C, H, W)."""
-    settings.check()
-    graph = DependencyGraph(model, input_shape)
-    skipped = dict(graph.skipped)
-    scored = _candidates(model, graph, settings, skipped)
+def prune_channels(model: nn.Module, input_shape: tuple[int, ...], settings: StructuredSettings,
+                   plan: ChannelPlan | None = None) -> StructuredResult:
+    """Prune ``model`` (resized in place) for inputs of shape ``input_shape`` (C, H, W): remove
+    ``plan``'s channels, by default those :func:`plan_channels` chooses with ``settings``."""
+    plan = plan or plan_channels(model, input_shape, settings)
     dense_macs, dense_params = _macs(model, input_shape), count_params(model).total
-    ratio = settings.ratio
-    if ratio is None:
-        ratio = _ratio_for_target(model, input_shape, scored, settings, dense_macs)
-    plan = _plan(scored, settings, ratio)
-    resized = remove_channels(model, plan)
-    channels = {group.name: _filter_counts(group, len(plan[group])) for group, _ in scored}
-    return StructuredResult(channels, resized, skipped, dense_macs, _macs(model, input_shape),
-                            dense_params, count_params(model).total, ratio)
+    resized = remove_channels(model, plan.removed)
+    channels = {group.name: _filter_counts(group, len(index)) for group, index in plan.removed.items()}
+    return StructuredResult(channels, resized, plan.skipped, dense_macs, _macs(model, input_shape),
+                            dense_params, count_params(model).total, plan.ratio)
