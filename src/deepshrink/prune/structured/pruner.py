@@ -19,10 +19,10 @@ from torch import Tensor, nn
 from deepshrink.analysis import count_params
 from deepshrink.analysis.costs import model_costs
 from deepshrink.errors import UserError
+from deepshrink.prune.schedules import SCHEDULES, schedule_amounts
 from deepshrink.prune.structured.graph import DependencyGraph
 from deepshrink.prune.structured.group import Group
 from deepshrink.prune.structured.importance import CRITERIA, channel_scores
-from deepshrink.prune.schedules import SCHEDULES, schedule_amounts
 from deepshrink.prune.structured.remove import remove_channels
 from deepshrink.prune.structured.strategy import global_plan, layer_plan
 
@@ -87,7 +87,9 @@ class StructuredSettings:
 
     def scaled(self, fraction: float) -> "StructuredSettings":
         """One-shot settings for ``fraction`` of this amount (ratio, layer ratios or MAC target)."""
-        scale = (lambda v: None if v is None else v * fraction)
+        def scale(value: float | None) -> float | None:
+            return None if value is None else value * fraction
+
         return replace(self, ratio=scale(self.ratio), target_macs_reduction=scale(self.target_macs_reduction),
                        layer_ratios={k: v * fraction for k, v in self.layer_ratios.items()},
                        schedule="oneshot", prune_epochs=None)
