@@ -22,8 +22,7 @@ from deepshrink.models import ModelInfo, save_model
 from deepshrink.models.early_exit import EarlyExitModel
 from deepshrink.pipeline.datasets import open_for_finetune
 from deepshrink.pipeline.evaluate import accuracy_on
-from deepshrink.prune.structured import StructuredSettings, prune_channels, pruned_spec
-from deepshrink.prune.structured.gradual import GradualChannelPruning
+from deepshrink.prune.structured import GradualChannelPruning, StructuredSettings, prune_channels, pruned_spec
 from deepshrink.train import Trainer, TrainConfig, TrainHook
 from deepshrink.train.distributed import current
 

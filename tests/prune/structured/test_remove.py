@@ -6,7 +6,7 @@ import torch
 from deepshrink.errors import UserError
 from deepshrink.models import build_model, make_spec
 from deepshrink.models.zoo import ZeroPadShortcut
-from deepshrink.prune.structured import DependencyGraph, remove_channels
+from deepshrink.prune.structured import DependencyGraph, remove_channels, zero_channels
 
 
 def resnet(shortcut):
@@ -35,18 +35,6 @@ def every_other(group):
     return torch.arange(1, group.n, 2)
 
 
-@torch.no_grad()
-def zero_channels(model, group, channels):
-    """Zero everything that produces ``channels`` of ``group``: filters, biases, BN scale and shift."""
-    for (name, role), index in group.slices.items():
-        module = model.get_submodule(name)
-        rows = index[channels].flatten()
-        if role in ("out", "dw", "bn"):
-            module.weight[rows] = 0
-            if module.bias is not None:
-                module.bias[rows] = 0
-
-
 @pytest.mark.parametrize("name", ["resnet-A", "resnet-B", "vit", "concat", "separable", "flatten", "grouped"])
 def test_removing_nothing_is_bit_identical(small_models, name):
     model, shape = models(small_models)[name]
@@ -62,8 +50,7 @@ def test_removing_zero_weight_channels_changes_outputs_only_by_rounding(small_mo
     model, shape = models(small_models)[name]
     graph = DependencyGraph(model, shape)
     plan = {g: every_other(g) for g in graph.groups if g.n > 1}
-    for group, channels in plan.items():
-        zero_channels(model, group, channels)
+    zero_channels(model, plan)  # filters, biases, BatchNorm scale and shift (prune/structured/gradual.py)
     x = torch.randn(3, *shape)
     before = model(x)
     params_before = sum(p.numel() for p in model.parameters())

@@ -13,6 +13,7 @@ dense model with smaller layers.
 - :func:`pruned_spec` (``spec.py``): the architecture spec that rebuilds the pruned model.
 """
 
+from deepshrink.prune.structured.gradual import GradualChannelPruning, zero_channels
 from deepshrink.prune.structured.graph import DependencyGraph, trace
 from deepshrink.prune.structured.group import Group
 from deepshrink.prune.structured.importance import CRITERIA, channel_scores
@@ -26,6 +27,7 @@ __all__ = [
     "CRITERIA",
     "ChannelPlan",
     "DependencyGraph",
+    "GradualChannelPruning",
     "Group",
     "StructuredResult",
     "StructuredSettings",
@@ -38,4 +40,5 @@ __all__ = [
     "pruned_spec",
     "remove_channels",
     "trace",
+    "zero_channels",
 ]
