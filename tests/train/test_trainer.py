@@ -37,6 +37,16 @@ def test_learns_the_synthetic_set_and_writes_run_files(synthetic, tmp_path):
     assert info.history[-1]["stage"] == "train" and info.history[-1]["test_top1"] == result.final.top1
 
 
+def test_a_run_without_a_terminal_logs_one_line_per_epoch(synthetic, capsys):
+    train_set, test_set = synthetic[0].subset(64), synthetic[1].subset(32)
+    train_job(train_set, test_set, _config(epochs=2, progress=None), model_name="digits-cnn")
+    lines = capsys.readouterr().err.strip().splitlines()  # captured stderr is not a terminal
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert "train loss" in lines[0] and "test top-1" in lines[1] and lines[1].endswith(" s")
+    train_job(train_set, test_set, _config(epochs=1, progress=False), model_name="digits-cnn")
+    assert capsys.readouterr().err == ""  # asked for silence
+
+
 def test_same_seed_same_weights(synthetic):
     a, _ = _train(synthetic, config=_config(epochs=2))
     b, _ = _train(synthetic, config=_config(epochs=2))

@@ -145,6 +145,7 @@ class Trainer:
             self.history.append(record)
             self.metrics.write(record)
             self._save_checkpoint()
+            self._log_epoch(record)
         if final is None and self.test_loader is not None:
             final = self._evaluate()
         for hook in self.hooks:
@@ -346,6 +347,16 @@ class Trainer:
             stage["test_top1"] = top1
         info = self.info
         return ModelInfo(info.arch, info.input, info.classes, info.dataset, [*info.history, stage])
+
+    def _log_epoch(self, record: dict[str, Any]) -> None:
+        """One line per epoch on stderr where progress bars are off because stderr is not a
+        terminal (a background run's log), on the main rank only."""
+        if self.config.progress is not None or not self.dist.is_main or sys.stderr.isatty():
+            return
+        test = f", test top-1 {100 * record['test_top1']:.2f}%" if "test_top1" in record else ""
+        print(f"epoch {record['epoch']}/{self.config.epochs}: train loss {record['train_loss']:.4f}, "
+              f"train top-1 {100 * record['train_top1']:.2f}%{test}, lr {record['lr']:.5f}, "
+              f"{record['seconds']:.0f} s", file=sys.stderr, flush=True)
 
     def _show_progress(self) -> bool:
         if not self.dist.is_main:
