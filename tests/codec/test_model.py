@@ -28,6 +28,18 @@ def test_round_trip_gives_identical_tensors_and_outputs(compressed):
     assert back.classes == info.classes and info.history == []
 
 
+def test_history_floats_are_stored_to_six_significant_digits(compressed):
+    model, info = compressed
+    record = {"stage": "prune", "layers": {"conv2": 0.7209201388888888}, "lr": 0.01, "epochs": 20,
+              "curve": [0.9148148148148149, None], "note": "0.123456789"}
+    exact_input = InputSpec(info.input.shape, (0.4913725490196078,), (0.2470322324632819,))
+    long_info = ModelInfo(info.arch, exact_input, info.classes, info.dataset, [record])
+    _, back = decode_model(from_bytes(to_bytes(encode_model(model, long_info))))
+    assert back.history[0] == {"stage": "prune", "layers": {"conv2": 0.72092}, "lr": 0.01, "epochs": 20,
+                               "curve": [0.914815, None], "note": "0.123456789"}  # text and ints untouched
+    assert back.input == exact_input  # normalisation constants are not provenance: never rounded
+
+
 def test_float16_storage_rounds_the_other_tensors(compressed):
     model, info = compressed
     decoded, _ = decode_model(from_bytes(to_bytes(encode_model(model, info, float_dtype="float16"))))

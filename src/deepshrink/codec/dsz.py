@@ -84,6 +84,7 @@ def to_bytes(encoded: EncodedModel) -> bytes:
                "codebooks": np.concatenate([np.zeros(0, np.float32), *codebooks]),
                "code_lengths": np.frombuffer(b"".join(tables), dtype=np.uint8)}
     info = {k: v for k, v in encoded.info.to_dict().items() if k not in ("format", "version", "parametrizations")}
+    info["history"] = _rounded(info.get("history", []))
     table = {
         "format": FORMAT, "version": VERSION, "model": info, "float_dtype": encoded.float_dtype,
         "bn_affine": encoded.bn_affine,
@@ -143,6 +144,18 @@ def read_dsz(path: str | os.PathLike) -> EncodedModel:
 
 def _crc(data: bytes) -> int:
     return zlib.crc32(data)
+
+
+def _rounded(value: Any, digits: int = 6) -> Any:
+    """``value`` with every float rounded to ``digits`` significant digits (provenance records:
+    a sparsity such as 0.7209201388888888 costs 18 bytes of header, 0.72092 costs 7)."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v, digits) for v in value]
+    return value
 
 
 def _compact(table: dict[str, Any]) -> str:
