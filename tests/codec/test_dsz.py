@@ -26,9 +26,12 @@ def _header_size(data):
     return 8 + int.from_bytes(data[:8], "little")
 
 
-def _with_table(data, edit, fix_checksum=True):
-    """``data`` with its metadata table passed through ``edit`` (and the checksum redone)."""
+def _with_table(data, edit, fix_checksum=True, tensors_edit=None):
+    """``data`` with its metadata table passed through ``edit`` (and the checksum redone), and
+    its tensors through ``tensors_edit``."""
     tensors = load(data)
+    if tensors_edit is not None:
+        tensors_edit(tensors)
     metadata = json.loads(data[8:_header_size(data)])["__metadata__"]
     table = json.loads(metadata[METADATA_KEY])
     edit(table)
@@ -66,7 +69,7 @@ def test_tensors_and_metadata_of_the_container(reference):
     assert {k: v.dtype.name for k, v in tensors.items()} == {
         "streams": "uint8", "codebooks": "float32", "code_lengths": "uint8"}
     table = json.loads(json.loads(reference[0][8:_header_size(reference[0])])["__metadata__"][METADATA_KEY])
-    assert table["format"] == "deepshrink-dsz" and table["version"] == 2
+    assert table["format"] == "deepshrink-dsz" and table["version"] == 3
     assert table["model"]["arch"]["name"] == "digits-cnn"
     rows = [dict(zip(table["layer_columns"], row)) for row in table["layers"]]
     assert [row["key"] for row in rows] == ["conv1.weight", "conv2.weight", "conv3.weight", "fc.weight"]
@@ -77,7 +80,7 @@ def test_tensors_and_metadata_of_the_container(reference):
 
 
 @pytest.mark.parametrize("edit,needle", [
-    (lambda t: t.update(version=3), "version 3; this deepshrink reads versions 1, 2"),
+    (lambda t: t.update(version=4), "version 4; this deepshrink reads versions 1, 2, 3"),
     (lambda t: t.update(version=True), "version True"),
     (lambda t: t.update(format="zip"), "not a .dsz file"),
     (lambda t: t["layers"][2].__setitem__(slice(0, 2), ["conv2.weight", t["layers"][1][1]]), "unknown or repeated"),
@@ -90,7 +93,7 @@ def test_tensors_and_metadata_of_the_container(reference):
     (lambda t: t["layers"][1].__setitem__(1, "9"), "malformed layer table row"),
     (lambda t: t["layers"][1].pop(), "malformed layer table row"),
     (lambda t: t["layer_columns"].reverse(), "columns"),
-    (lambda t: t.update(float_dtype="float16"), "other tensors take"),
+    (lambda t: t.update(float_dtype="float16"), "codebooks are float32, expected float16"),
     (lambda t: t.update(bn_affine=True), "other tensors take"),
     (lambda t: t.update(bn_affine=1), "'bn_affine' must be a bool"),
     (lambda t: t["other"].update(crc32=1), "checksum of other tensors"),
@@ -123,6 +126,28 @@ def test_version_1_files_without_the_numel_column_still_decode(reference):
     model, info = decode_model(from_bytes(_with_table(reference[0], as_version_1)))
     assert info.to_dict() == reference[2]
     assert all(torch.equal(model.state_dict()[k], v) for k, v in reference[1].items())
+
+
+def test_float16_files_store_float16_codebooks_and_version_2_files_float32_ones(compressed_shared):
+    model, info = compressed_shared
+    data = to_bytes(encode_model(model, info, float_dtype="float16"))
+    full = to_bytes(encode_model(model, info, float_dtype="float32"))
+    codebooks = load(data)["codebooks"]
+    assert codebooks.dtype.name == "float16" and codebooks.size == load(full)["codebooks"].size > 0
+    decoded, _ = decode_model(from_bytes(data))
+    centroids = set(codebooks.astype("float32").tolist())
+    assert set(decoded.conv2.weight.unique().tolist()) <= centroids | {0.0}  # the rounded centroids
+
+    def as_version_2(tensors):
+        tensors["codebooks"] = tensors["codebooks"].astype("float32")
+
+    def table_2(table):
+        table.update(version=2, codebooks_crc32=zlib.crc32(codebooks.astype("float32").tobytes()))
+
+    old, _ = decode_model(from_bytes(_with_table(data, table_2, tensors_edit=as_version_2)))
+    assert all(torch.equal(old.state_dict()[k], v) for k, v in decoded.state_dict().items())
+    with pytest.raises(UserError, match="codebooks are float16, expected float32"):
+        from_bytes(_with_table(data, lambda t: t.update(version=2)))
 
 
 def test_an_edit_without_a_new_checksum_is_refused(reference):

@@ -83,6 +83,30 @@ def test_large_codebook_falls_back_to_exact_floats():
     assert np.array_equal(decode_tensor(encoded), values)
 
 
+@pytest.mark.parametrize("groups", [1, 16])
+@pytest.mark.parametrize("sparsity", [0.0, 0.9])
+def test_float16_codebooks_halve_and_decode_to_the_rounded_centroids(groups, sparsity):
+    codebook, indices, values = _quantized((16, 8, 3, 3), groups, 8, sparsity)
+    full = encode_quantized("w", codebook, indices, values)
+    half = encode_quantized("w", codebook, indices, values, "float16")
+    assert half.codebook.dtype == np.float16 and half.codebook.nbytes * 2 == full.codebook.nbytes
+    rows = np.arange(groups).reshape(-1, 1, 1, 1) if groups > 1 else 0
+    expected = np.where(values != 0, codebook.astype(np.float16).astype(np.float32)[rows, indices], 0.0)
+    decoded = decode_tensor(half)
+    assert decoded.dtype == np.float32 and np.array_equal(decoded, expected)
+    assert not np.array_equal(decoded, values)  # the rounding is real
+    codebook[0, 0] = 1e6  # beyond float16
+    with pytest.raises(ValueError, match="out of float16 range"):
+        encode_quantized("w", codebook, indices, np.where(values != 0, codebook[rows, indices], 0.0), "float16")
+
+
+def test_large_float16_codebook_falls_back_to_float16_values():
+    codebook, indices, values = _quantized((8, 8), 1, 4096, 0.0)
+    encoded = encode_quantized("w", codebook, indices, values, "float16")
+    assert encoded.raw is not None and encoded.dtype == "float16"
+    assert np.array_equal(decode_tensor(encoded), values.astype(np.float16).astype(np.float32))
+
+
 def test_a_representation_that_does_not_match_is_rejected():
     codebook, indices, values = _quantized((8, 8), 1, 4, 0.0)
     values[0, 0] = np.nextafter(values[0, 0], np.float32(np.inf))

@@ -1,11 +1,12 @@
 """The ``.dsz`` file: a safetensors container of byte streams, codebooks and code-length tables.
 
 Tensors (all 1-D): ``streams`` (uint8: per layer its value stream then its relative-index
-stream, then the raw bytes of all other tensors), ``codebooks`` (float32: the layers'
-codebooks, row-major, one after another) and ``code_lengths`` (uint8: the layers' 4-bit
-code-length tables, value table then index table). Metadata ``deepshrink-dsz`` holds JSON::
+stream, then the raw bytes of all other tensors), ``codebooks`` (the layers' codebooks,
+row-major, one after another; float32, or float16 when ``float_dtype`` is float16, from version
+3 on) and ``code_lengths`` (uint8: the layers' 4-bit code-length tables, value table then index
+table). Metadata ``deepshrink-dsz`` holds JSON::
 
-    {"format": "deepshrink-dsz", "version": 2, "model": {ModelInfo}, "float_dtype": "float32", "bn_affine": false,
+    {"format": "deepshrink-dsz", "version": 3, "model": {ModelInfo}, "float_dtype": "float32", "bn_affine": false,
      "layer_columns": ["key", "numel", "coding", "symbols", "alphabet", "bytes", "crc32", "codebook_rows",
                        "codebook_size", "index_width", "index_symbols", "index_alphabet", "index_bytes",
                        "index_crc32"],
@@ -19,12 +20,13 @@ codebook of ``codebook_rows`` x ``codebook_size``; float16/float32: raw values),
 sparse layout (``index_width`` > 0) its Huffman-coded relative indices. Shapes come from the
 architecture; ``numel`` (the weight's element count) must agree with it, so an edited
 architecture cannot pour a layer's weights into a tensor of another size. Version 1 files (no
-``numel`` column, no ``bn_affine``) are still read. ``bn_affine``: the BatchNorms' weights
+``numel`` column, no ``bn_affine``) and version 2 files (float32 codebooks always) are still read. ``bn_affine``: the BatchNorms' weights
 and biases in ``other`` are their inference scales and shifts, and their running statistics are
 not stored (:mod:`deepshrink.codec.batchnorm`). ``bytes`` and ``crc32`` are the length and
 CRC-32 of each stream. The JSON ends with ``"crc32"``: the CRC-32 of the compact JSON of
-everything before it, so no byte of the file goes unchecked. (One metadata entry only: safetensors writes several in no fixed order, and the
-same model should always give the same bytes.)
+everything before it, so no byte of the file goes unchecked. (One metadata entry only:
+safetensors writes several in no fixed order, and the same model should always give the same
+bytes.)
 
 Reading validates everything (format, version, checksums, lengths, table consistency, code
 lengths, index ranges, sizes against the architecture) and raises :class:`UserError` naming
@@ -52,13 +54,13 @@ from deepshrink.files import atomic_write_bytes
 from deepshrink.models import ModelInfo, build_model
 
 FORMAT = "deepshrink-dsz"
-VERSION = 2
-READABLE_VERSIONS = (1, 2)
+VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 METADATA_KEY = "deepshrink-dsz"
-TENSORS = {"streams": np.uint8, "codebooks": np.float32, "code_lengths": np.uint8}
+TENSORS = {"streams": (np.uint8,), "codebooks": (np.float32, np.float16), "code_lengths": (np.uint8,)}
 COLUMNS = ("key", "numel", "coding", "symbols", "alphabet", "bytes", "crc32", "codebook_rows", "codebook_size",
            "index_width", "index_symbols", "index_alphabet", "index_bytes", "index_crc32")
-COLUMNS_BY_VERSION = {1: tuple(c for c in COLUMNS if c != "numel"), 2: COLUMNS}
+COLUMNS_BY_VERSION = {1: tuple(c for c in COLUMNS if c != "numel"), 2: COLUMNS, 3: COLUMNS}
 
 
 def to_bytes(encoded: EncodedModel) -> bytes:
@@ -81,7 +83,7 @@ def to_bytes(encoded: EncodedModel) -> bytes:
             rows[-1] += [0] * 5
     streams.append(encoded.other)
     tensors = {"streams": np.frombuffer(b"".join(streams), dtype=np.uint8),
-               "codebooks": np.concatenate([np.zeros(0, np.float32), *codebooks]),
+               "codebooks": np.concatenate([np.zeros(0, _codebook_dtype(encoded.float_dtype, VERSION)), *codebooks]),
                "code_lengths": np.frombuffer(b"".join(tables), dtype=np.uint8)}
     info = {k: v for k, v in encoded.info.to_dict().items() if k not in ("format", "version", "parametrizations")}
     info["history"] = _rounded(info.get("history", []))
@@ -111,6 +113,10 @@ def from_bytes(data: bytes, source: str = "the .dsz file") -> EncodedModel:
     if float_dtype not in FLOAT_DTYPES:
         raise UserError(f"{source}: unknown float storage {float_dtype!r}")
     bn_affine = _field(table, "bn_affine", bool) if table["version"] >= 2 else False
+    expected = _codebook_dtype(float_dtype, table["version"])
+    if tensors["codebooks"].dtype != expected:
+        raise UserError(f"{source} is damaged: its codebooks are {tensors['codebooks'].dtype.name}, "
+                        f"expected {np.dtype(expected).name}")
     columns = COLUMNS_BY_VERSION[table["version"]]
     if _field(table, "layer_columns", list) != list(columns):
         raise UserError(f"{source}: the layer table has columns {table['layer_columns']}, expected {list(columns)}")
@@ -140,6 +146,11 @@ def read_dsz(path: str | os.PathLike) -> EncodedModel:
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
     return from_bytes(data, str(path))
+
+
+def _codebook_dtype(float_dtype: str, version: int) -> type:
+    """Codebook storage: float32, or float16 in files (version 3 on) whose floats are float16."""
+    return np.float16 if version >= 3 and float_dtype == "float16" else np.float32
 
 
 def _crc(data: bytes) -> int:
@@ -184,9 +195,10 @@ def _container(data: bytes, source: str) -> tuple[dict[str, np.ndarray], dict[st
         raise UserError(f"{source} is a safetensors file but not a .dsz file (no '{METADATA_KEY}' metadata)")
     if set(tensors) != set(TENSORS):
         raise UserError(f"{source} is damaged: it holds tensors {sorted(tensors)}, expected {sorted(TENSORS)}")
-    for name, dtype in TENSORS.items():
-        if tensors[name].dtype != dtype or tensors[name].ndim != 1:
-            raise UserError(f"{source} is damaged: tensor {name} is not 1-D {np.dtype(dtype).name}")
+    for name, dtypes in TENSORS.items():
+        if tensors[name].dtype not in dtypes or tensors[name].ndim != 1:
+            raise UserError(f"{source} is damaged: tensor {name} is not 1-D "
+                            f"{' or '.join(np.dtype(d).name for d in dtypes)}")
     return tensors, metadata
 
 

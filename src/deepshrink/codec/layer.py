@@ -1,6 +1,6 @@
 """Encoding of one tensor: the cheapest exact representation among dense and sparse layouts.
 
-A *quantized* weight is a codebook (G, K) float32 plus codebook indices of the weight's shape
+A *quantized* weight is a codebook (G, K) (float32, or float16 to halve it) plus codebook indices of the weight's shape
 (G = 1, or G = shape[0] with row g serving weight[g]); its values are ``codebook[g, index]``
 and entries that are exactly 0.0 are the pruned ones. Candidates, the smallest in bytes wins:
 
@@ -36,7 +36,7 @@ class EncodedTensor:
     key: str
     shape: tuple[int, ...]
     values: CodedStream | None = None     # Huffman-coded codebook indices, one per entry
-    codebook: np.ndarray | None = None    # float32 (G, K)
+    codebook: np.ndarray | None = None    # (G, K), in its storage dtype: float32 or float16
     raw: bytes | None = None              # float values, one per entry, little-endian ``dtype``
     dtype: str = "float32"                # storage type of ``raw``
     index: CodedStream | None = None      # sparse layout: Huffman-coded skips, one per entry
@@ -58,23 +58,27 @@ class EncodedTensor:
         return len(self.raw) // np.dtype(self.dtype).itemsize
 
 
-def encode_quantized(key: str, codebook: np.ndarray, indices: np.ndarray, values: np.ndarray) -> EncodedTensor:
+def encode_quantized(key: str, codebook: np.ndarray, indices: np.ndarray, values: np.ndarray,
+                     dtype: str = "float32") -> EncodedTensor:
     """Encode a quantized weight: ``codebook`` (G, K), ``indices`` and ``values`` of the weight's shape.
 
     ``values`` is the effective weight; it must equal ``codebook[g, indices]`` bit-exactly
-    wherever it is non-zero (ValueError otherwise).
+    wherever it is non-zero (ValueError otherwise). ``dtype``: the codebook's storage; float16
+    rounds the centroids, and the weight decodes to the rounded ones.
     """
     codebook = np.ascontiguousarray(codebook, dtype=np.float32)
     values = np.ascontiguousarray(values, dtype=np.float32)
     indices = np.asarray(indices, dtype=np.int64)
     _check_representation(key, codebook, indices, values)
+    if dtype != "float32":
+        codebook, values = _rounded_codebook(key, codebook, indices, values, dtype)
     zero = values.reshape(-1) == 0
     codebook, zero_symbol = _with_zero_column(codebook, needed=bool(zero.any()))
     symbols = np.where(zero, zero_symbol, indices.reshape(-1))
     shape = tuple(values.shape)
     cb_bytes = codebook.nbytes
     candidates: list[tuple[int, Callable[[], EncodedTensor]]] = [
-        (values.size * 4, lambda: _encode_float_dense(key, values, "float32"))]
+        (values.size * codebook.itemsize, lambda: _encode_float_dense(key, values, dtype))]
     if codebook.shape[1] <= MAX_ALPHABET:
         candidates.append((coded_size(np.bincount(symbols)) + cb_bytes,
                            lambda: EncodedTensor(key, shape, CodedStream.of(symbols), codebook)))
@@ -138,6 +142,21 @@ def _check_representation(key: str, codebook: np.ndarray, indices: np.ndarray, v
         raise ValueError(f"{key}: codebook[indices] does not reproduce the weight bit-exactly")
 
 
+def _rounded_codebook(key: str, codebook: np.ndarray, indices: np.ndarray, values: np.ndarray,
+                      dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """(codebook stored as ``dtype``, the float32 weight it then reproduces: 0 where ``values`` is)."""
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"float storage must be one of {FLOAT_DTYPES}, got {dtype!r}")
+    with np.errstate(over="ignore"):
+        stored = codebook.astype(dtype)
+    if not np.isfinite(stored).all():
+        raise ValueError(f"{key}: a codebook value is out of {dtype} range")
+    live = values != 0
+    rounded = np.zeros_like(values)
+    rounded[live] = stored.astype(np.float32)[_rows(codebook.shape[0], values.shape)[live], indices[live]]
+    return stored, rounded
+
+
 def _rows(groups: int, shape: tuple[int, ...]) -> np.ndarray:
     """Codebook row of every weight (shape), for G = 1 or G = shape[0]."""
     if groups == 1:
@@ -150,7 +169,7 @@ def _with_zero_column(codebook: np.ndarray, needed: bool) -> tuple[np.ndarray, i
     zero_columns = np.flatnonzero((codebook == 0).all(axis=0))
     if zero_columns.size or not needed:
         return codebook, int(zero_columns[0]) if zero_columns.size else -1
-    zeros = np.zeros((codebook.shape[0], 1), dtype=np.float32)
+    zeros = np.zeros((codebook.shape[0], 1), dtype=codebook.dtype)
     return np.concatenate([codebook, zeros], axis=1), codebook.shape[1]
 
 
@@ -198,12 +217,12 @@ def _lookup_codebook(encoded: EncodedTensor, positions: np.ndarray | None) -> np
         raise ValueError(f"code table has {encoded.values.alphabet} symbols for {codebook.shape[1]} codebook entries")
     symbols = encoded.values.decode()
     if codebook.shape[0] == 1:
-        return codebook[0, symbols]
+        return codebook[0, symbols].astype(np.float32)
     if positions is None:
         rows = _rows(codebook.shape[0], shape).reshape(-1)
     else:
         rows = positions // (encoded.numel // shape[0])
-    return codebook[rows, symbols]
+    return codebook[rows, symbols].astype(np.float32)
 
 
 def _raw_values(encoded: EncodedTensor) -> np.ndarray:

@@ -9,7 +9,7 @@ floating ones as ``float_dtype``, others (``num_batches_tracked``) in their own 
 
 ``float_dtype="float32"`` (the default) keeps the decoded model's outputs bit-identical to the
 encoded model's; ``"float16"`` halves the float bytes but rounds BatchNorm parameters, biases
-and unquantized weights, so outputs change slightly. Codebooks are always float32.
+and unquantized weights, and codebooks (file version 3 on), so outputs change slightly.
 ``bn_affine`` stores each BatchNorm as its inference scale and shift
 (:mod:`deepshrink.codec.batchnorm`): half its bytes, outputs equal within float rounding.
 """
@@ -118,18 +118,26 @@ def _neutral_statistics(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def _encode_weight(key: str, module: nn.Module, attr: str, tensor: torch.Tensor, float_dtype: str) -> EncodedTensor:
     values = tensor.float().numpy()
-    chain = module.parametrizations[attr] if parametrize.is_parametrized(module, attr) else None
-    if chain is not None and hasattr(chain[-1], "quantized_representation"):
-        original = chain.original
-        for step in list(chain)[:-1]:
-            original = step(original)
-        codebook, indices = chain[-1].quantized_representation(original)
-        return encode_quantized(key, codebook.detach().cpu().float().numpy(),
-                                indices.detach().cpu().numpy(), values)
+    representation = _quantized_representation(module, attr)
     try:
+        if representation is not None:
+            return encode_quantized(key, *representation, values, float_dtype)
         return encode_float(key, values, float_dtype)
     except ValueError as exc:
         raise UserError(f"cannot store {exc}") from None
+
+
+def _quantized_representation(module: nn.Module, attr: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(codebook (G, K), indices) of a weight whose last parametrization is a quantizer that has
+    one (k-means, linear), else None."""
+    chain = module.parametrizations[attr] if parametrize.is_parametrized(module, attr) else None
+    if chain is None or not hasattr(chain[-1], "quantized_representation"):
+        return None
+    original = chain.original
+    for step in list(chain)[:-1]:
+        original = step(original)
+    codebook, indices = chain[-1].quantized_representation(original)
+    return codebook.detach().cpu().float().numpy(), indices.detach().cpu().numpy()
 
 
 def _storage(tensor: torch.Tensor, float_dtype: str) -> np.dtype:
