@@ -72,7 +72,8 @@ def fine_tune(dense_file: Path, settings: StructuredSettings, train_set, test_se
     """The structured prune job with ``args.finetune_epochs`` of fine-tuning: (model, its history record)."""
     config = TrainConfig(epochs=args.finetune_epochs, batch_size=128, lr=args.lr, weight_decay=args.weight_decay,
                          schedule="cosine", progress=False)
-    hooks = [DistillationHook(load_model(dense_file)[0], 4.0, 0.9, teacher_name=dense_file.name)] if args.distill else []
+    teacher = load_model(dense_file)[0] if args.distill else None
+    hooks = [DistillationHook(teacher, 4.0, 0.9, teacher_name=dense_file.name)] if args.distill else []
     out = out_dir / "model.safetensors"
     result = structured_prune_job(dense_file, out, dataclasses.replace(settings, schedule=args.schedule), config,
                                   train_set=train_set, test_set=test_set, run_dir=out_dir,

@@ -20,13 +20,13 @@ codebook of ``codebook_rows`` x ``codebook_size``; float16/float32: raw values),
 sparse layout (``index_width`` > 0) its Huffman-coded relative indices. Shapes come from the
 architecture; ``numel`` (the weight's element count) must agree with it, so an edited
 architecture cannot pour a layer's weights into a tensor of another size. Version 1 files (no
-``numel`` column, no ``bn_affine``) and version 2 files (float32 codebooks always) are still read. ``bn_affine``: the BatchNorms' weights
-and biases in ``other`` are their inference scales and shifts, and their running statistics are
-not stored (:mod:`deepshrink.codec.batchnorm`). ``bytes`` and ``crc32`` are the length and
-CRC-32 of each stream. The JSON ends with ``"crc32"``: the CRC-32 of the compact JSON of
-everything before it, so no byte of the file goes unchecked. (One metadata entry only:
-safetensors writes several in no fixed order, and the same model should always give the same
-bytes.)
+``numel`` column, no ``bn_affine``) and version 2 files (float32 codebooks always) are still
+read. ``bn_affine``: the BatchNorms' weights and biases in ``other`` are their inference scales
+and shifts, and their running statistics are not stored (:mod:`deepshrink.codec.batchnorm`).
+``bytes`` and ``crc32`` are the length and CRC-32 of each stream. The JSON ends with
+``"crc32"``: the CRC-32 of the compact JSON of everything before it, so no byte of the file goes
+unchecked. (One metadata entry only: safetensors writes several in no fixed order, and the same
+model should always give the same bytes.)
 
 Reading validates everything (format, version, checksums, lengths, table consistency, code
 lengths, index ranges, sizes against the architecture) and raises :class:`UserError` naming

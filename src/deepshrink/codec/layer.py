@@ -1,8 +1,9 @@
 """Encoding of one tensor: the cheapest exact representation among dense and sparse layouts.
 
-A *quantized* weight is a codebook (G, K) (float32, or float16 to halve it) plus codebook indices of the weight's shape
-(G = 1, or G = shape[0] with row g serving weight[g]); its values are ``codebook[g, index]``
-and entries that are exactly 0.0 are the pruned ones. Candidates, the smallest in bytes wins:
+A *quantized* weight is a codebook (G, K) (float32, or float16 to halve it) plus codebook
+indices of the weight's shape (G = 1, or G = shape[0] with row g serving weight[g]); its values
+are ``codebook[g, index]`` and entries that are exactly 0.0 are the pruned ones. Candidates, the
+smallest in bytes wins:
 
 - dense: one Huffman-coded codebook index per weight (zeros use an all-zero codebook column,
   appended when the codebook has none);

@@ -23,12 +23,13 @@ Stage keys: every training stage (``train``, ``prune``, ``structured``, ``quanti
 training settings of :data:`TRAIN_KEYS` (``epochs`` is required for ``train`` and defaults to 0,
 no fine-tuning, elsewhere; ``lr_schedule`` is the learning-rate schedule, ``schedule`` in a
 ``prune`` or ``structured`` stage the pruning schedule). ``distill`` (training stages with
-epochs > 0) distils from the model before the stage (``teacher: previous``) or from the model before the first compressing stage
-(``teacher: original``, the default). A ``quantize`` stage takes ``bits`` or, for per-layer bits
-under a size budget, ``mixed_budget_kb`` (with ``mixed_criterion`` and ``mixed_bits``, as
-``deepshrink quantize --mixed-budget-kb``), and ``calibration_images`` for activation ranges
-and mixed-precision sensitivity. Paths inside the recipe (``data.dir``,
-``model.checkpoint``, ``model.file``) are relative to the recipe file's folder.
+epochs > 0) distils from the model before the stage (``teacher: previous``) or from the model
+before the first compressing stage (``teacher: original``, the default). A ``quantize`` stage
+takes ``bits`` or, for per-layer bits under a size budget, ``mixed_budget_kb`` (with
+``mixed_criterion`` and ``mixed_bits``, as ``deepshrink quantize --mixed-budget-kb``), and
+``calibration_images`` for activation ranges and mixed-precision sensitivity. Paths inside the
+recipe (``data.dir``, ``model.checkpoint``, ``model.file``) are relative to the recipe file's
+folder.
 """
 
 from __future__ import annotations
