@@ -18,10 +18,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from deepshrink.errors import UserError
 from deepshrink.prune.structured.graph import DependencyGraph
 from deepshrink.prune.structured.group import Group
 from deepshrink.prune.structured.pruner import ChannelPlan, StructuredSettings, plan_channels
+from deepshrink.prune.structured.remove import attached_error
 from deepshrink.train import TrainHook
 
 __all__ = ["GradualChannelPruning", "zero_channels"]
@@ -58,8 +58,7 @@ class GradualChannelPruning(TrainHook):
         settings.check(epochs)
         attached = next((name for name, m in model.named_modules() if parametrize.is_parametrized(m)), None)
         if attached is not None:
-            raise UserError(f"{attached} has a pruning mask or quantizer attached; finalize it before "
-                            "structured pruning")
+            raise attached_error(attached)
         self.input_shape = tuple(input_shape)
         self.settings = settings
         self.fractions = settings.fractions(epochs)

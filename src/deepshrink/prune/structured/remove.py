@@ -17,7 +17,12 @@ from deepshrink.errors import UserError
 from deepshrink.models.zoo.resnet_cifar import ZeroPadShortcut
 from deepshrink.prune.structured.group import Group
 
-__all__ = ["remove_channels"]
+__all__ = ["attached_error", "remove_channels"]
+
+
+def attached_error(name: str) -> UserError:
+    """The error for module ``name`` carrying a parametrization, which removal cannot slice."""
+    return UserError(f"{name} has a pruning mask or quantizer attached; finalize it before structured pruning")
 
 
 def _keep(size: int, removed: Tensor) -> Tensor:
@@ -103,8 +108,7 @@ def remove_channels(model: nn.Module, plan: dict[Group, Tensor]) -> list[str]:
     for name, roles in removed.items():
         module = model.get_submodule(name)
         if parametrize.is_parametrized(module):
-            raise UserError(f"{name} has a pruning mask or quantizer attached; finalize it before "
-                            "structured pruning")
+            raise attached_error(name)
         replacement = _RESIZERS[type(module)](module, {role: torch.cat(parts) for role, parts in roles.items()})
         if replacement is not None:
             parent, _, attr = name.rpartition(".")
