@@ -1,6 +1,8 @@
+import dataclasses
 import json
 import zlib
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, event, given, settings
@@ -41,6 +43,23 @@ def _with_table(data, edit, fix_checksum=True, tensors_edit=None):
     return save(tensors, metadata={METADATA_KEY: json.dumps(table, separators=(",", ":"))})
 
 
+def _as_version_3(data):
+    """``data`` rewritten as a version 3 file: the history uncompressed in the model entry."""
+    table = json.loads(json.loads(data[8:_header_size(data)])["__metadata__"][METADATA_KEY])
+    history = table["history"]["bytes"]
+
+    def tensors_edit(tensors):
+        stored = tensors["streams"][-history:].tobytes()
+        table["model"]["history"] = json.loads(zlib.decompress(stored, -zlib.MAX_WBITS))
+        tensors["streams"] = tensors["streams"][:-history]
+
+    def edit(old):
+        old.update(version=3, model=table["model"])
+        del old["history"]
+
+    return _with_table(data, edit, tensors_edit=tensors_edit)
+
+
 def _decodes_identically_or_refuses(data, reference):
     _, state, info = reference
     try:
@@ -69,18 +88,19 @@ def test_tensors_and_metadata_of_the_container(reference):
     assert {k: v.dtype.name for k, v in tensors.items()} == {
         "streams": "uint8", "codebooks": "float32", "code_lengths": "uint8"}
     table = json.loads(json.loads(reference[0][8:_header_size(reference[0])])["__metadata__"][METADATA_KEY])
-    assert table["format"] == "deepshrink-dsz" and table["version"] == 3
+    assert table["format"] == "deepshrink-dsz" and table["version"] == 4
     assert table["model"]["arch"]["name"] == "digits-cnn"
     rows = [dict(zip(table["layer_columns"], row)) for row in table["layers"]]
     assert [row["key"] for row in rows] == ["conv1.weight", "conv2.weight", "conv3.weight", "fc.weight"]
     assert [row["coding"] for row in rows] == ["float32", "huffman", "huffman", "float32"]
     assert rows[1]["index_width"] > 0 and rows[1]["symbols"] == rows[1]["index_symbols"]
     streams = sum(row["bytes"] + row["index_bytes"] for row in rows)
-    assert streams + table["other"]["bytes"] == tensors["streams"].size
+    assert streams + table["other"]["bytes"] + table["history"]["bytes"] == tensors["streams"].size
+    assert "history" not in table["model"]
 
 
 @pytest.mark.parametrize("edit,needle", [
-    (lambda t: t.update(version=4), "version 4; this deepshrink reads versions 1, 2, 3"),
+    (lambda t: t.update(version=5), "version 5; this deepshrink reads versions 1, 2, 3, 4"),
     (lambda t: t.update(version=True), "version True"),
     (lambda t: t.update(format="zip"), "not a .dsz file"),
     (lambda t: t["layers"][2].__setitem__(slice(0, 2), ["conv2.weight", t["layers"][1][1]]), "unknown or repeated"),
@@ -96,7 +116,10 @@ def test_tensors_and_metadata_of_the_container(reference):
     (lambda t: t.update(float_dtype="float16"), "codebooks are float32, expected float16"),
     (lambda t: t.update(bn_affine=True), "other tensors take"),
     (lambda t: t.update(bn_affine=1), "'bn_affine' must be a bool"),
-    (lambda t: t["other"].update(crc32=1), "checksum of other tensors"),
+    (lambda t: t["other"].update(crc32=1), "checksum of the data of other tensors"),
+    (lambda t: t["history"].update(crc32=1), "checksum of the data of the model history"),
+    (lambda t: t["history"].update(bytes=10**6), "streams ends before the data of the model history"),
+    (lambda t: t.pop("history"), "'history' must be a dict"),
     (lambda t: t["model"]["arch"].update(name="resnet9000"), "unknown model"),
 ])
 def test_consistent_but_wrong_edits_are_refused(reference, edit, needle):
@@ -123,7 +146,7 @@ def test_version_1_files_without_the_numel_column_still_decode(reference):
         for row in table["layers"]:
             del row[at]
 
-    model, info = decode_model(from_bytes(_with_table(reference[0], as_version_1)))
+    model, info = decode_model(from_bytes(_with_table(_as_version_3(reference[0]), as_version_1)))
     assert info.to_dict() == reference[2]
     assert all(torch.equal(model.state_dict()[k], v) for k, v in reference[1].items())
 
@@ -144,10 +167,53 @@ def test_float16_files_store_float16_codebooks_and_version_2_files_float32_ones(
     def table_2(table):
         table.update(version=2, codebooks_crc32=zlib.crc32(codebooks.astype("float32").tobytes()))
 
-    old, _ = decode_model(from_bytes(_with_table(data, table_2, tensors_edit=as_version_2)))
+    old, _ = decode_model(from_bytes(_with_table(_as_version_3(data), table_2, tensors_edit=as_version_2)))
     assert all(torch.equal(old.state_dict()[k], v) for k, v in decoded.state_dict().items())
     with pytest.raises(UserError, match="codebooks are float16, expected float32"):
         from_bytes(_with_table(data, lambda t: t.update(version=2)))
+
+
+def test_version_3_files_with_the_history_uncompressed_still_decode(reference):
+    data = _as_version_3(reference[0])
+    model, info = decode_model(from_bytes(data))
+    assert info.history and info.to_dict() == reference[2]
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in reference[1].items())
+
+
+def test_a_real_history_takes_fewer_bytes_than_in_version_3(compressed_shared):
+    model, info = compressed_shared
+    records = [{"stage": "train", "epochs": 30, "optimizer": "sgd", "lr": 0.05, "test_top1": 0.986111},
+               {"stage": "prune", "criterion": "magnitude", "target_sparsity": 0.8, "scope": "layer",
+                "layers": {"conv2": 0.799913, "conv3": 0.800022}, "test_top1": 0.980556},
+               {"stage": "quantize", "method": "kmeans", "bits": 4, "init": "linear", "exclude": [],
+                "layers": ["conv1", "conv2", "conv3", "fc"], "test_top1": 0.983333}]
+    data = to_bytes(encode_model(model, dataclasses.replace(info, history=records)))
+    assert len(data) < len(_as_version_3(data)) - 100
+    assert decode_model(from_bytes(data))[1].history[:3] == records
+
+
+def _deflated(data):
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return deflater.compress(data) + deflater.flush()
+
+
+@pytest.mark.parametrize("stored", [
+    b"", b"not deflate", _deflated(b'{"stage": "train"}'), _deflated(b"[1, 2]"), _deflated(b"[{"),
+    _deflated(b"[]")[:-1], _deflated(b"[]") + b"x", _deflated(b" " * (2 << 20) + b"[]"),
+])
+def test_a_damaged_history_is_refused_even_with_matching_checksums(reference, stored):
+    data = reference[0]
+    table = json.loads(json.loads(data[8:_header_size(data)])["__metadata__"][METADATA_KEY])
+    old = table["history"]["bytes"]
+
+    def tensors_edit(tensors):
+        tensors["streams"] = np.concatenate([tensors["streams"][:-old], np.frombuffer(stored, np.uint8)])
+
+    def edit(t):
+        t["history"].update(bytes=len(stored), crc32=zlib.crc32(stored))
+
+    with pytest.raises(UserError, match="unreadable model history"):
+        from_bytes(_with_table(data, edit, tensors_edit=tensors_edit))
 
 
 def test_an_edit_without_a_new_checksum_is_refused(reference):

@@ -1,18 +1,21 @@
 """The ``.dsz`` file: a safetensors container of byte streams, codebooks and code-length tables.
 
 Tensors (all 1-D): ``streams`` (uint8: per layer its value stream then its relative-index
-stream, then the raw bytes of all other tensors), ``codebooks`` (the layers' codebooks,
+stream, then the raw bytes of all other tensors, then, from version 4 on, the model's history
+as deflated JSON), ``codebooks`` (the layers' codebooks,
 row-major, one after another; float32, or float16 when ``float_dtype`` is float16, from version
 3 on) and ``code_lengths`` (uint8: the layers' 4-bit code-length tables, value table then index
 table). Metadata ``deepshrink-dsz`` holds JSON::
 
-    {"format": "deepshrink-dsz", "version": 3, "model": {ModelInfo}, "float_dtype": "float32", "bn_affine": false,
+    {"format": "deepshrink-dsz", "version": 4, "model": {ModelInfo without history}, "float_dtype": "float32",
+     "bn_affine": false,
      "layer_columns": ["key", "numel", "coding", "symbols", "alphabet", "bytes", "crc32", "codebook_rows",
                        "codebook_size", "index_width", "index_symbols", "index_alphabet", "index_bytes",
                        "index_crc32"],
      "layers": [["conv2.weight", 4608, "huffman", 1160, 17, 520, 2215406405, 1, 17, 5, 1160, 32, 370, 37304121],
                 ["fc.weight", 640, "float32", 640, 0, 2560, 1029381622, 0, 0, 0, 0, 0, 0, 0], ...],
-     "other": {"bytes": 1234, "crc32": ...}, "codebooks_crc32": ..., "code_lengths_crc32": ...}
+     "other": {"bytes": 1234, "crc32": ...}, "history": {"bytes": 345, "crc32": ...},
+     "codebooks_crc32": ..., "code_lengths_crc32": ...}
 
 One row per coded weight (a table, not objects, to keep the header small): its value stream
 (``coding`` huffman: codebook indices with a code-length table of ``alphabet`` entries and a
@@ -20,8 +23,11 @@ codebook of ``codebook_rows`` x ``codebook_size``; float16/float32: raw values),
 sparse layout (``index_width`` > 0) its Huffman-coded relative indices. Shapes come from the
 architecture; ``numel`` (the weight's element count) must agree with it, so an edited
 architecture cannot pour a layer's weights into a tensor of another size. Version 1 files (no
-``numel`` column, no ``bn_affine``) and version 2 files (float32 codebooks always) are still
-read. ``bn_affine``: the BatchNorms' weights and biases in ``other`` are their inference scales
+``numel`` column, no ``bn_affine``), version 2 files (float32 codebooks always) and version 3
+files (the history in ``model``, uncompressed) are still read. The history (provenance: one
+record per stage) is compressed because it is the largest part of the header: 1,012 of the
+demo model's 2,312 header bytes as escaped JSON inside safetensors' JSON, 346 compressed.
+``bn_affine``: the BatchNorms' weights and biases in ``other`` are their inference scales
 and shifts, and their running statistics are not stored (:mod:`deepshrink.codec.batchnorm`).
 ``bytes`` and ``crc32`` are the length and CRC-32 of each stream. The JSON ends with
 ``"crc32"``: the CRC-32 of the compact JSON of everything before it, so no byte of the file goes
@@ -54,13 +60,14 @@ from deepshrink.files import atomic_write_bytes
 from deepshrink.models import ModelInfo, build_model
 
 FORMAT = "deepshrink-dsz"
-VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 METADATA_KEY = "deepshrink-dsz"
 TENSORS = {"streams": (np.uint8,), "codebooks": (np.float32, np.float16), "code_lengths": (np.uint8,)}
 COLUMNS = ("key", "numel", "coding", "symbols", "alphabet", "bytes", "crc32", "codebook_rows", "codebook_size",
            "index_width", "index_symbols", "index_alphabet", "index_bytes", "index_crc32")
-COLUMNS_BY_VERSION = {1: tuple(c for c in COLUMNS if c != "numel"), 2: COLUMNS, 3: COLUMNS}
+COLUMNS_BY_VERSION = {1: tuple(c for c in COLUMNS if c != "numel"), 2: COLUMNS, 3: COLUMNS, 4: COLUMNS}
+MAX_HISTORY_BYTES = 1 << 20  # decompressed; a real history is a few KB
 
 
 def to_bytes(encoded: EncodedModel) -> bytes:
@@ -81,17 +88,18 @@ def to_bytes(encoded: EncodedModel) -> bytes:
             streams.append(layer.index.data)
         else:
             rows[-1] += [0] * 5
-    streams.append(encoded.other)
+    info = {k: v for k, v in encoded.info.to_dict().items() if k not in ("format", "version", "parametrizations")}
+    history = _deflate(_compact(_rounded(info.pop("history", []))).encode())
+    streams += [encoded.other, history]
     tensors = {"streams": np.frombuffer(b"".join(streams), dtype=np.uint8),
                "codebooks": np.concatenate([np.zeros(0, _codebook_dtype(encoded.float_dtype, VERSION)), *codebooks]),
                "code_lengths": np.frombuffer(b"".join(tables), dtype=np.uint8)}
-    info = {k: v for k, v in encoded.info.to_dict().items() if k not in ("format", "version", "parametrizations")}
-    info["history"] = _rounded(info.get("history", []))
     table = {
         "format": FORMAT, "version": VERSION, "model": info, "float_dtype": encoded.float_dtype,
         "bn_affine": encoded.bn_affine,
         "layer_columns": list(COLUMNS), "layers": rows,
         "other": {"bytes": len(encoded.other), "crc32": _crc(encoded.other)},
+        "history": {"bytes": len(history), "crc32": _crc(history)},
         "codebooks_crc32": _crc(tensors["codebooks"].tobytes()),
         "code_lengths_crc32": _crc(tensors["code_lengths"].tobytes())}
     return save_safetensors(tensors, metadata={METADATA_KEY: _compact({**table, "crc32": _table_crc(table)})})
@@ -124,6 +132,8 @@ def from_bytes(data: bytes, source: str = "the .dsz file") -> EncodedModel:
     layers = [_layer(row, columns, shapes, cursor, source) for row in _field(table, "layers", list)]
     other = _field(table, "other", dict)
     other_bytes = cursor["streams"].take(_field(other, "bytes", int), _field(other, "crc32", int), "other tensors")
+    if table["version"] >= 4:
+        info.history = _history(cursor["streams"], _field(table, "history", dict), source)
     for item in cursor.values():
         item.finish()
     return EncodedModel(info, float_dtype, layers, other_bytes, bn_affine)
@@ -169,8 +179,8 @@ def _rounded(value: Any, digits: int = 6) -> Any:
     return value
 
 
-def _compact(table: dict[str, Any]) -> str:
-    return json.dumps(table, separators=(",", ":"))
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _table_crc(table: dict[str, Any]) -> int:
@@ -272,6 +282,26 @@ def _coded(fields: dict[str, Any], prefix: str, key: str, what: str, limit: int,
     return CodedStream(data, lengths, fields[prefix + "symbols"])
 
 
+def _deflate(data: bytes) -> bytes:
+    """Raw deflate at level 9 (no zlib header and Adler-32: the stream has its CRC-32)."""
+    deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return deflater.compress(data) + deflater.flush()
+
+
+def _history(streams: "_Cursor", entry: dict[str, Any], source: str) -> list[dict[str, Any]]:
+    """The model history: deflated JSON, a list of stage records."""
+    data = streams.take(_field(entry, "bytes", int), _field(entry, "crc32", int), "the model history")
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        text = inflater.decompress(data, MAX_HISTORY_BYTES)
+        history = json.loads(text) if inflater.eof and not inflater.unused_data else None
+    except (zlib.error, ValueError):
+        history = None
+    if not isinstance(history, list) or not all(isinstance(record, dict) for record in history):
+        raise UserError(f"{source} is damaged: unreadable model history")
+    return history
+
+
 def _field(obj: dict[str, Any], name: str, kind: type) -> Any:
     value = obj.get(name) if isinstance(obj, dict) else None
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -287,7 +317,7 @@ class _Cursor:
 
     def piece(self, count: int, key: str) -> np.ndarray:
         if count < 0 or self.offset + count > self.array.size:
-            raise UserError(f"{self.source} is damaged: {self.name} ends before layer {key}'s data")
+            raise UserError(f"{self.source} is damaged: {self.name} ends before the data of {key}")
         piece = self.array[self.offset:self.offset + count]
         self.offset += count
         return piece
@@ -298,7 +328,7 @@ class _Cursor:
     def take(self, count: int, crc: int | None, key: str) -> bytes:
         piece = self.piece(count, key).tobytes()
         if crc is not None and _crc(piece) != crc:
-            raise UserError(f"{self.source} is damaged: checksum of {key}'s data in {self.name} does not match")
+            raise UserError(f"{self.source} is damaged: checksum of the data of {key} in {self.name} does not match")
         return piece
 
     def finish(self) -> None:

@@ -2,7 +2,7 @@
 
 Every byte of the file lands in exactly one place: a layer (its streams, code-length tables
 and codebook), the other tensors (BatchNorm, biases, buffers), or the container (safetensors
-header and the JSON table). The baseline is the plain float32 safetensors file of the same
+header, the JSON table and the deflated model history). The baseline is the plain float32 safetensors file of the same
 architecture (its tensors and header, without metadata).
 """
 
@@ -53,7 +53,7 @@ class CodecReport:
     layers: list[LayerRow]
     other_values: int            # values stored for the other tensors (BatchNorm, biases, buffers)
     other_bytes: int
-    container_bytes: int         # safetensors header and metadata
+    container_bytes: int         # safetensors header, metadata and the model history
     dsz_bytes: int               # the whole file
     float32_bytes: int           # the plain float32 safetensors file
     bn_affine: bool = False      # BatchNorms stored as scale and shift (no running statistics)
@@ -99,7 +99,7 @@ def format_codec_report(report: CodecReport) -> str:
     other = "other (BN affine, biases)" if report.bn_affine else "other tensors (BN, biases)"
     lines.append(f"{other:<28} {'raw':<6} {report.other_values:>9,} {'':>9} {'':>5} "
                  f"{'':>4} {'':>13} {'':>13} {report.other_bytes:>9,}")
-    lines.append(f"{'container (header, table)':<28} {'':<6} {'':>9} {'':>9} {'':>5} {'':>4} {'':>13} {'':>13} "
+    lines.append(f"{'container (header, history)':<28} {'':<6} {'':>9} {'':>9} {'':>5} {'':>4} {'':>13} {'':>13} "
                  f"{report.container_bytes:>9,}")
     weights = sum(r.weights for r in report.layers) + report.other_values
     nonzeros = sum(r.nonzeros for r in report.layers)
