@@ -14,12 +14,12 @@ $(VENV)/.torch:
 	$(PIP) install -q $(TORCH)
 	touch $@
 
-$(VENV)/.installed: $(VENV)/.torch pyproject.toml
-	$(PIP) install -q -e .
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml constraints.txt
+	$(PIP) install -q -c constraints.txt -e .
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -c constraints.txt -e ".[test]"
 	touch $@
 
 demo: $(VENV)/.installed
