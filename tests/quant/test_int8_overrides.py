@@ -339,11 +339,60 @@ def test_a_weight_that_is_no_channel_multiple_is_left_to_calibration(setup, tmp_
 def test_export_command_uses_the_model_quantizers_unless_told_to_recalibrate(setup, tmp_path):
     model, info, *_ = setup
     save_model(tmp_path / "q.safetensors", model, info)
-    for extra, expected in (([], True), (["--recalibrate"], False)):
+    for extra, expected in (([], True), (["--recalibrate"], False), (["--recalibrate", "--reduce-range"], False)):
         out = tmp_path / f"q{len(extra)}.onnx"
         assert main(["export", str(tmp_path / "q.safetensors"), "--format", "int8-onnx", "--out", str(out),
                      "--data", "synthetic", "--calibration-images", "64", *extra]) == 0
         record = load_onnx(out)[1].history[-1]
         assert ("model_quantizers" in record) == expected
+        assert record.get("reduce_range", False) == ("--reduce-range" in extra)
         if expected:  # the default keeps the first conv and the classifier in float
             assert record["model_quantizers"]["weights"] == ["conv2", "conv3"]
+
+
+def _weight_levels(path) -> dict[str, np.ndarray]:
+    """The int8 weight initializers of the Conv/Gemm nodes, by node name."""
+    graph, values, producers = _graph(path)
+    levels = {}
+    for node in graph.graph.node:
+        if node.op_type in ("Conv", "Gemm", "MatMul") and node.input[1] in producers:
+            dq = producers[node.input[1]]
+            if dq.op_type == "DequantizeLinear" and dq.input[0] in values:
+                levels[node.name] = values[dq.input[0]]
+    return levels
+
+
+def test_reduce_range_holds_every_int8_weight_to_seven_bits(setup, tmp_path):
+    """ORT's recalibrated weights use [-64, 64] instead of [-127, 127]; the model's 4-bit levels
+    fit and are kept; outputs still follow the model (no CPU can saturate on these weights)."""
+    model, info, calibration, inputs, own, recalibrated = setup
+    full = _weight_levels(recalibrated)
+    reduced_path = export_int8_onnx(model, info, tmp_path / "r.onnx", calibration, use_model_quantizers=False,
+                                    reduce_range=True)
+    reduced = _weight_levels(reduced_path)
+    assert set(reduced) == set(full) and len(full) == 4
+    assert max(np.abs(v).max() for v in full.values()) == 127
+    assert max(np.abs(v).max() for v in reduced.values()) == 64
+    kept_path = export_int8_onnx(model, info, tmp_path / "k.onnx", calibration, reduce_range=True)
+    for name, levels in _weight_levels(own).items():
+        np.testing.assert_array_equal(_weight_levels(kept_path)[name], levels)
+    record = load_onnx(kept_path)[1].history[-1]
+    assert record["reduce_range"] is True and record["model_quantizers"]["weights"] == list(LAYERS)
+    errors = (load_onnx(kept_path, threads=1)[0](inputs) - model(inputs).detach()).abs() / _output_step(kept_path)
+    assert errors.mean() < 0.5
+
+
+def test_reduce_range_leaves_eight_bit_levels_to_ort(tmp_path):
+    torch.manual_seed(4)
+    model = _Mixed().eval()
+    quantize_(model, QuantConfig(bits=8, symmetric=True, per_channel=True, exclude_first_last=False))
+    info = ModelInfo(make_spec("digits-cnn"), InputSpec((3, 8, 8), (0.0,) * 3, (1.0,) * 3))
+    calibration = [torch.randn(16, 3, 8, 8)]
+    path = export_int8_onnx(model, info, tmp_path / "q.onnx", calibration, reduce_range=True)
+    used = load_onnx(path)[1].history[-1]["model_quantizers"]
+    assert used["weights"] == []
+    assert set(used["left_to_calibration"]) == {"conv1", "conv2", "token", "head"}
+    assert all("reduced range [-64, 64]" in why for why in used["left_to_calibration"].values())
+    assert max(np.abs(v).max() for v in _weight_levels(path).values()) == 64
+    full = load_onnx(export_int8_onnx(model, info, tmp_path / "f.onnx", calibration))[1].history[-1]
+    assert full["model_quantizers"]["weights"] == ["conv1", "conv2", "token", "head"]

@@ -24,6 +24,9 @@ def register(sub) -> None:
     p.add_argument("--recalibrate", action="store_true",
                    help="int8-onnx: ignore the model's own weight and activation quantizers and let "
                         "ONNX Runtime calibrate every int8 tensor")
+    p.add_argument("--reduce-range", action="store_true",
+                   help="int8-onnx: hold int8 weights to [-64, 64] (7 bits), for x86 CPUs without VNNI "
+                        "whose uint8 x int8 kernels saturate on full-range weights")
     p.add_argument("--keep-float", nargs="*", metavar="MODULE",
                    help="modules left in float32 (default: first conv and last classifier)")
     p.set_defaults(run=run)
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         calibration = load_split(args.data, "train", args.data_dir, args.calibration_images)
     path = export_job(args.model_file, args.format, args.out, calibration_set=calibration,
                       calibration_method=args.calibration, keep_float=args.keep_float,
-                      use_model_quantizers=not args.recalibrate)
+                      use_model_quantizers=not args.recalibrate, reduce_range=args.reduce_range)
     before, after = Path(args.model_file).stat().st_size, path.stat().st_size
     print(f"wrote {path} ({args.format}): {after:,} bytes (model file: {before:,} bytes)")
     return 0

@@ -21,13 +21,15 @@ _HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 def export_job(model_file: str | os.PathLike, fmt: str, out: str | os.PathLike, *,
                calibration_set: ImageDataset | None = None, calibration_method: str = "minmax",
-               keep_float: Sequence[str] | None = None, use_model_quantizers: bool = True) -> Path:
+               keep_float: Sequence[str] | None = None, use_model_quantizers: bool = True,
+               reduce_range: bool = False) -> Path:
     """Export ``model_file`` as ``fmt`` to ``out``.
 
     ``int8-onnx`` needs ``calibration_set`` (a few hundred training images); ``keep_float``
     names the modules left in float32 (default: the first conv and the last classifier);
     ``use_model_quantizers`` False ignores the model's own weight and activation quantizers
-    and lets ONNX Runtime calibrate every int8 tensor.
+    and lets ONNX Runtime calibrate every int8 tensor; ``reduce_range`` holds int8 weights to
+    [-64, 64] for x86 CPUs without VNNI (see :mod:`deepshrink.quant.int8`).
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
@@ -47,7 +49,7 @@ def export_job(model_file: str | os.PathLike, fmt: str, out: str | os.PathLike, 
     batches = [x for x, _ in BatchLoader(calibration_set, 64, mean=info.input.mean, std=info.input.std)]
     floats = first_and_last_layers(model) if keep_float is None else list(keep_float)
     return export_int8_onnx(model, info, out, batches, method=calibration_method, keep_float=floats,
-                            use_model_quantizers=use_model_quantizers)
+                            use_model_quantizers=use_model_quantizers, reduce_range=reduce_range)
 
 
 def first_and_last_layers(model: nn.Module) -> list[str]:

@@ -9,6 +9,12 @@ frozen 8-bit activation quantizers fix the scale and zero point of the tensors t
 Everything else is ORT's own choice: weights per-output-channel symmetric int8 (scale = max|w| /
 127, the convention of :mod:`deepshrink.quant.linear`, so 8-bit symmetric fake-quantized weights
 are represented exactly); activations asymmetric uint8 with ranges calibrated on real images.
+
+``reduce_range`` is for x86 CPUs without VNNI (AVX2 only: many AMD EPYC and older Intel parts).
+There ORT's uint8 x int8 kernels add two products in int16 with saturation, so full-range int8
+weights (|w| up to 127 against activations up to 255) give wrong sums; with ``reduce_range``
+weights are held to [-64, 64] (ORT's 7-bit weights, and the model's own levels only where they
+fit), which cannot saturate. CPUs with VNNI (or AMX) accumulate in int32 and need none of this.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 def export_int8_onnx(model: nn.Module, info: ModelInfo, path: str | os.PathLike,
                      calibration: Iterable[torch.Tensor], *, method: str = "minmax",
                      keep_float: Sequence[str] = (), per_channel: bool = True,
-                     use_model_quantizers: bool = True) -> Path:
+                     use_model_quantizers: bool = True, reduce_range: bool = False) -> Path:
     """Write an int8 QDQ ONNX model of ``model`` to ``path``.
 
     ``calibration`` yields normalised float input batches (N, C, H, W) — a few hundred images
@@ -45,6 +51,7 @@ def export_int8_onnx(model: nn.Module, info: ModelInfo, path: str | os.PathLike,
     quantizers and frozen 8-bit activation quantizers set the int8 parameters of the tensors
     they cover (calibration still sets the rest); without it ORT calibrates everything.
     Activation quantizers never enter the graph as float operators: QDQ pairs replace them.
+    ``reduce_range`` holds int8 weights to [-64, 64] for CPUs without VNNI (module docstring).
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -63,16 +70,19 @@ def export_int8_onnx(model: nn.Module, info: ModelInfo, path: str | os.PathLike,
         quant_pre_process(str(float_path), str(prepared))
         prepared_graph = onnx.load(str(prepared))
         excluded = module_nodes(prepared_graph, keep_float)
-        overrides = model_overrides(prepared_graph, model, keep_float) if use_model_quantizers else ModelOverrides()
+        overrides = (model_overrides(prepared_graph, model, keep_float, reduce_range) if use_model_quantizers
+                     else ModelOverrides())
         int8_path = Path(work, "int8.onnx")
         quantize_static(str(prepared), str(int8_path), _Reader(batches), quant_format=QuantFormat.QDQ,
                         per_channel=per_channel, weight_type=QuantType.QInt8,
-                        activation_type=QuantType.QUInt8, calibrate_method=methods[method],
+                        activation_type=QuantType.QUInt8, calibrate_method=methods[method], reduce_range=reduce_range,
                         nodes_to_exclude=excluded, extra_options=_extra_options(overrides))
         graph = onnx.load(str(int8_path))
         overrides.confirm(graph)
         record = {"stage": "export", "format": "int8-onnx", "calibration": method,
                   "calibration_images": int(sum(len(b) for b in batches)), "float_modules": list(keep_float)}
+        if reduce_range:
+            record["reduce_range"] = True
         if overrides.weights or overrides.activations or overrides.skipped:
             record["model_quantizers"] = {"weights": overrides.weights, "activations": overrides.activations,
                                           "left_to_calibration": overrides.skipped}

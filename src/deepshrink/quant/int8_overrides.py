@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import onnx
 
 INT8_LIMIT = 127  # |level| of a weight stored as int8 with zero point 0
+REDUCED_LIMIT = 64  # ORT's reduce_range int8 weights: 2 * 255 * 64 fits int16 (no AVX2 saturation)
 LAYER_OPS = ("Conv", "Gemm", "MatMul")
 # ops whose output ORT quantizes with its input's parameters and that commute with a
 # per-tensor quantization (reordering elements, or a max over them)
@@ -128,9 +129,9 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def int8_weight_levels(module: nn.Module) -> tuple[Tensor, Tensor] | str:
+def int8_weight_levels(module: nn.Module, limit: int = INT8_LIMIT) -> tuple[Tensor, Tensor] | str:
     """``(levels, scale)`` with ``module.weight == scale.view(-1, 1, ...) * levels`` bit for bit:
-    levels (weight's shape, int64, all in [-127, 127]) and scale (C_out,) float32, for a
+    levels (weight's shape, int64, all in [-limit, limit]) and scale (C_out,) float32, for a
     Conv/Linear whose weight's last parametrization is a LinearQuantizer of at most 8 bits.
     Otherwise a string saying why not."""
     if not isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) or getattr(module, "transposed", False):
@@ -152,8 +153,9 @@ def int8_weight_levels(module: nn.Module) -> tuple[Tensor, Tensor] | str:
             x = step(x)
         scale, zero_point = quant_params(x, quantizer.bits, quantizer.symmetric, quantizer.per_channel)
         levels = quantize_levels(x, scale, zero_point, quantizer.qmin, quantizer.qmax) - zero_point
-    if levels.abs().max() > INT8_LIMIT:
-        return "asymmetric levels q - zero_point exceed int8's [-127, 127]"
+    if levels.abs().max() > limit:
+        what = "int8's" if limit == INT8_LIMIT else "the reduced range"
+        return f"levels q - zero_point exceed {what} [-{limit}, {limit}]"
     return levels.long(), scale.reshape(-1).expand(x.shape[0]).contiguous()
 
 
@@ -171,10 +173,12 @@ def activation_override(quantizer: ActivationQuantizer) -> dict[str, Any] | str:
             "zero_point": int(quantizer.zero_point)}
 
 
-def model_overrides(graph: "onnx.ModelProto", model: nn.Module, keep_float: Sequence[str] = ()) -> ModelOverrides:
+def model_overrides(graph: "onnx.ModelProto", model: nn.Module, keep_float: Sequence[str] = (),
+                    reduce_range: bool = False) -> ModelOverrides:
     """The overrides that make ORT's static quantization of ``graph`` (the ONNX export of
     ``model``, as handed to ``quantize_static``) use ``model``'s weight and activation
-    quantizers. Modules named in ``keep_float`` (and their submodules) are left alone.
+    quantizers. Modules named in ``keep_float`` (and their submodules) are left alone. With
+    ``reduce_range`` only weights whose levels fit [-64, 64] keep them (ORT's 7-bit weights).
 
     A tensor wanted with different parameters by a layer's input quantizer and another
     module's output quantizer (a ReLU6 feeding a layer) takes the input quantizer's, which
@@ -194,7 +198,7 @@ def model_overrides(graph: "onnx.ModelProto", model: nn.Module, keep_float: Sequ
         is_layer = isinstance(module, (nn.Linear, nn.modules.conv._ConvNd))
         node = index.layer_node(name) if is_layer else None
         if is_layer and quantizer_of(module) is not None:
-            weight = _weight_override(index, node, module)
+            weight = _weight_override(index, node, module, REDUCED_LIMIT if reduce_range else INT8_LIMIT)
             if isinstance(weight, str):
                 result.skipped[name] = weight
             else:
@@ -330,12 +334,14 @@ class _OnnxIndex:
         return chain
 
 
-def _weight_override(index: _OnnxIndex, node, module: nn.Module) -> tuple[str, list[dict[str, Any]]] | str:
-    """(initializer name, per-channel overrides) of the layer's ONNX weight, or why none."""
+def _weight_override(index: _OnnxIndex, node, module: nn.Module,
+                     limit: int) -> tuple[str, list[dict[str, Any]]] | str:
+    """(initializer name, per-channel overrides) of the layer's ONNX weight (levels within
+    [-limit, limit]), or why none."""
     from onnx import numpy_helper
     from onnxruntime.quantization import QuantType
 
-    grid = int8_weight_levels(module)
+    grid = int8_weight_levels(module, limit)
     if isinstance(grid, str):
         return grid
     levels, scale = grid
