@@ -71,3 +71,17 @@ def test_damaged_and_missing_files_exit_2_with_one_line(model_file, tmp_path, ca
         err = capsys.readouterr().err
         assert err.startswith("deepshrink: error: ") and err.count("\n") == 1
     assert not (tmp_path / "x.safetensors").exists() and not (tmp_path / "x.dsz").exists()
+
+
+def test_eval_and_bench_read_a_dsz_file_directly(model_file, tmp_path, capsys):
+    import json
+
+    assert main(["encode", str(model_file), "--out", str(tmp_path / "m.dsz")]) == 0
+    capsys.readouterr()
+    results = []
+    for path in (model_file, tmp_path / "m.dsz"):
+        assert main(["eval", str(path), "--data", "digits", "--json"]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[0]["top1"] == results[1]["top1"] and results[0]["correct"] == results[1]["correct"]
+    assert results[1]["loss"] == pytest.approx(results[0]["loss"], rel=1e-6)
+    assert main(["bench", str(tmp_path / "m.dsz"), "--batch", "2", "--repeats", "2"]) == 0
