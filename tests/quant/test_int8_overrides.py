@@ -351,7 +351,7 @@ def test_export_command_uses_the_model_quantizers_unless_told_to_recalibrate(set
 
 
 def _weight_levels(path) -> dict[str, np.ndarray]:
-    """The int8 weight initializers of the Conv/Gemm nodes, by node name."""
+    """The int8 weight initializers of the Conv/Gemm/MatMul nodes, by node name."""
     graph, values, producers = _graph(path)
     levels = {}
     for node in graph.graph.node:
