@@ -7,6 +7,7 @@ from torch.nn.utils import parametrize
 
 from deepshrink.models import InputSpec, ModelInfo, build_model, make_spec
 from deepshrink.models.attach import register_parametrization
+from deepshrink.quant.quantizers import LinearQuantizer
 
 
 @register_parametrization("test-codebook")
@@ -60,9 +61,10 @@ class Prune(nn.Module):
         return cls(torch.ones_like(tensor))
 
 
-def compressed_digits_cnn(seed=0):
+def compressed_digits_cnn(seed=0, linear_fc=False):
     """digits-cnn: conv1 float, conv2 pruned 80% + per-tensor 16 levels, conv3 pruned 50% +
-    per-channel 8 levels, fc pruned float; BatchNorm statistics made non-trivial."""
+    per-channel 8 levels, fc pruned float (``linear_fc``: pruned + the real per-channel 3-bit
+    linear quantizer, stored as a grid); BatchNorm statistics made non-trivial."""
     spec = make_spec("digits-cnn")
     torch.manual_seed(seed)
     model = build_model(spec)
@@ -74,7 +76,7 @@ def compressed_digits_cnn(seed=0):
             bn.num_batches_tracked.fill_(7)
     for module, amount, quantizer in [(model.conv2, 0.8, StandInQuantizer(16)),
                                       (model.conv3, 0.5, StandInQuantizer(8, per_channel=True)),
-                                      (model.fc, 0.7, None)]:
+                                      (model.fc, 0.7, LinearQuantizer(3, per_channel=True) if linear_fc else None)]:
         mask = (torch.rand_like(module.weight) >= amount).float()
         parametrize.register_parametrization(module, "weight", Prune(mask), unsafe=True)
         if quantizer is not None:
@@ -93,3 +95,9 @@ def compressed():
 def compressed_shared():
     """One (model, info) per test module; do not modify it."""
     return compressed_digits_cnn()
+
+
+@pytest.fixture(scope="module")
+def compressed_grid_shared():
+    """One (model, info) per test module with a grid-stored classifier; do not modify it."""
+    return compressed_digits_cnn(linear_fc=True)

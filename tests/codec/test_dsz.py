@@ -24,6 +24,14 @@ def reference(compressed_shared):
     return data, model.state_dict(), info.to_dict()
 
 
+@pytest.fixture(scope="module")
+def grid_reference(compressed_grid_shared):
+    """The same as ``reference`` for a model whose classifier is stored as a linear grid."""
+    data = to_bytes(encode_model(*compressed_grid_shared))
+    model, info = decode_model(from_bytes(data))
+    return data, model.state_dict(), info.to_dict()
+
+
 def _header_size(data):
     return 8 + int.from_bytes(data[:8], "little")
 
@@ -88,7 +96,7 @@ def test_tensors_and_metadata_of_the_container(reference):
     assert {k: v.dtype.name for k, v in tensors.items()} == {
         "streams": "uint8", "codebooks": "float32", "code_lengths": "uint8"}
     table = json.loads(json.loads(reference[0][8:_header_size(reference[0])])["__metadata__"][METADATA_KEY])
-    assert table["format"] == "deepshrink-dsz" and table["version"] == 4
+    assert table["format"] == "deepshrink-dsz" and table["version"] == 5
     assert table["model"]["arch"]["name"] == "digits-cnn"
     rows = [dict(zip(table["layer_columns"], row)) for row in table["layers"]]
     assert [row["key"] for row in rows] == ["conv1.weight", "conv2.weight", "conv3.weight", "fc.weight"]
@@ -100,7 +108,7 @@ def test_tensors_and_metadata_of_the_container(reference):
 
 
 @pytest.mark.parametrize("edit,needle", [
-    (lambda t: t.update(version=5), "version 5; this deepshrink reads versions 1, 2, 3, 4"),
+    (lambda t: t.update(version=6), "version 6; this deepshrink reads versions 1, 2, 3, 4, 5"),
     (lambda t: t.update(version=True), "version True"),
     (lambda t: t.update(format="zip"), "not a .dsz file"),
     (lambda t: t["layers"][2].__setitem__(slice(0, 2), ["conv2.weight", t["layers"][1][1]]), "unknown or repeated"),
@@ -278,3 +286,39 @@ def corrupted(draw, data):
 @given(st.data())
 def test_corrupted_files_decode_identically_or_raise_user_error(reference, data):
     _decodes_identically_or_refuses(data.draw(corrupted(reference[0])), reference)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                    HealthCheck.too_slow])
+@given(st.data())
+def test_corrupted_files_with_grid_layers_decode_identically_or_raise_user_error(grid_reference, data):
+    _decodes_identically_or_refuses(data.draw(corrupted(grid_reference[0])), grid_reference)
+
+
+def test_grid_layers_round_trip_and_need_version_5(compressed_grid_shared, grid_reference):
+    model, _ = compressed_grid_shared
+    data, state, _ = grid_reference
+    table = json.loads(json.loads(data[8:_header_size(data)])["__metadata__"][METADATA_KEY])
+    codings = {row[0]: row[2] for row in table["layers"]}
+    assert codings == {"conv1.weight": "float32", "conv2.weight": "huffman", "conv3.weight": "huffman",
+                       "fc.weight": "grid"}
+    fc_row = next(row for row in table["layers"] if row[0] == "fc.weight")
+    assert fc_row[7:9] == [10, 8]  # 10 scales (one per class), 8 levels
+    assert torch.equal(state["fc.weight"], model.fc.weight)
+    with pytest.raises(UserError, match="layer fc.weight has unknown coding 'grid'"):
+        from_bytes(_with_table(data, lambda t: t.update(version=4)))
+
+
+def test_version_4_files_still_decode(reference):
+    model, _ = decode_model(from_bytes(_with_table(reference[0], lambda t: t.update(version=4))))
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in reference[1].items())
+
+
+def test_a_grid_file_is_smaller_than_its_codebook_would_be(compressed_grid_shared):
+    encoded = encode_model(*compressed_grid_shared)
+    fc = next(layer for layer in encoded.layers if layer.key == "fc.weight")
+    assert fc.codebook.shape == (10, 9) and fc.codebook_bytes == 10 * 4 + 4  # scales + 10 x 3-bit offsets
+    as_codebook = dataclasses.replace(encoded, layers=[dataclasses.replace(layer, grid=None)
+                                                        for layer in encoded.layers])
+    saved = len(to_bytes(as_codebook)) - len(to_bytes(encoded))
+    assert abs(saved - (10 * 9 * 4 - fc.codebook_bytes)) <= 16  # the codebook's bytes, within header padding

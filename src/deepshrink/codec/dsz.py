@@ -4,10 +4,11 @@ Tensors (all 1-D): ``streams`` (uint8: per layer its value stream then its relat
 stream, then the raw bytes of all other tensors, then, from version 4 on, the model's history
 as deflated JSON), ``codebooks`` (the layers' codebooks,
 row-major, one after another; float32, or float16 when ``float_dtype`` is float16, from version
-3 on) and ``code_lengths`` (uint8: the layers' 4-bit code-length tables, value table then index
-table). Metadata ``deepshrink-dsz`` holds JSON::
+3 on; a grid layer's scales) and ``code_lengths`` (uint8: the layers' 4-bit code-length tables,
+value table, a grid layer's packed offsets, then index table). Metadata ``deepshrink-dsz`` holds
+JSON::
 
-    {"format": "deepshrink-dsz", "version": 4, "model": {ModelInfo without history}, "float_dtype": "float32",
+    {"format": "deepshrink-dsz", "version": 5, "model": {ModelInfo without history}, "float_dtype": "float32",
      "bn_affine": false,
      "layer_columns": ["key", "numel", "coding", "symbols", "alphabet", "bytes", "crc32", "codebook_rows",
                        "codebook_size", "index_width", "index_symbols", "index_alphabet", "index_bytes",
@@ -19,12 +20,15 @@ table). Metadata ``deepshrink-dsz`` holds JSON::
 
 One row per coded weight (a table, not objects, to keep the header small): its value stream
 (``coding`` huffman: codebook indices with a code-length table of ``alphabet`` entries and a
-codebook of ``codebook_rows`` x ``codebook_size``; float16/float32: raw values), and for the
+codebook of ``codebook_rows`` x ``codebook_size``; grid, version 5 on: the same with a
+linear-grid codebook of ``codebook_rows`` rows and ``codebook_size`` levels stored as
+:mod:`deepshrink.codec.grid` scales and offsets, its values' alphabet one larger for a zero
+column; float16/float32: raw values), and for the
 sparse layout (``index_width`` > 0) its Huffman-coded relative indices. Shapes come from the
 architecture; ``numel`` (the weight's element count) must agree with it, so an edited
 architecture cannot pour a layer's weights into a tensor of another size. Version 1 files (no
 ``numel`` column, no ``bn_affine``), version 2 files (float32 codebooks always) and version 3
-files (the history in ``model``, uncompressed) are still read. The history (provenance: one
+files (the history in ``model``, uncompressed) and version 4 files (no grid rows) are still read. The history (provenance: one
 record per stage) is compressed because it is the largest part of the header: 1,012 of the
 demo model's 2,312 header bytes as escaped JSON inside safetensors' JSON, 346 compressed.
 ``bn_affine``: the BatchNorms' weights and biases in ``other`` are their inference scales
@@ -51,7 +55,8 @@ import numpy as np
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
-from deepshrink.codec.layer import FLOAT_DTYPES, EncodedTensor
+from deepshrink.codec.grid import offset_bytes, read_grid
+from deepshrink.codec.layer import FLOAT_DTYPES, EncodedTensor, grid_codebook
 from deepshrink.codec.model import EncodedModel
 from deepshrink.codec.sparse import MAX_INDEX_WIDTH
 from deepshrink.codec.stream import MAX_ALPHABET, CodedStream, read_table, table_size
@@ -60,13 +65,14 @@ from deepshrink.files import atomic_write_bytes
 from deepshrink.models import ModelInfo, build_model
 
 FORMAT = "deepshrink-dsz"
-VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 METADATA_KEY = "deepshrink-dsz"
 TENSORS = {"streams": (np.uint8,), "codebooks": (np.float32, np.float16), "code_lengths": (np.uint8,)}
 COLUMNS = ("key", "numel", "coding", "symbols", "alphabet", "bytes", "crc32", "codebook_rows", "codebook_size",
            "index_width", "index_symbols", "index_alphabet", "index_bytes", "index_crc32")
-COLUMNS_BY_VERSION = {1: tuple(c for c in COLUMNS if c != "numel"), 2: COLUMNS, 3: COLUMNS, 4: COLUMNS}
+COLUMNS_BY_VERSION = {1: tuple(c for c in COLUMNS if c != "numel"), 2: COLUMNS, 3: COLUMNS, 4: COLUMNS, 5: COLUMNS}
+GRID_VERSION = 5  # the first version with "grid" rows
 MAX_HISTORY_BYTES = 1 << 20  # decompressed; a real history is a few KB
 
 
@@ -74,7 +80,13 @@ def to_bytes(encoded: EncodedModel) -> bytes:
     """The ``.dsz`` file of ``encoded``."""
     streams, codebooks, tables, rows = [], [], [], []
     for layer in encoded.layers:
-        if layer.values is not None:
+        if layer.grid is not None:
+            rows.append([layer.key, layer.numel, "grid", *_stream_entry(layer.values), layer.grid.scales.size,
+                         layer.grid.levels])
+            codebooks.append(layer.grid.scales)
+            tables += [layer.values.table_bytes(), layer.grid.packed_offsets()]
+            streams.append(layer.values.data)
+        elif layer.values is not None:
             rows.append([layer.key, layer.numel, "huffman", *_stream_entry(layer.values), *layer.codebook.shape])
             codebooks.append(layer.codebook.reshape(-1))
             tables.append(layer.values.table_bytes())
@@ -129,7 +141,8 @@ def from_bytes(data: bytes, source: str = "the .dsz file") -> EncodedModel:
     if _field(table, "layer_columns", list) != list(columns):
         raise UserError(f"{source}: the layer table has columns {table['layer_columns']}, expected {list(columns)}")
     shapes = {k: tuple(v.shape) for k, v in build_model(info.arch).state_dict().items()}
-    layers = [_layer(row, columns, shapes, cursor, source) for row in _field(table, "layers", list)]
+    layers = [_layer(row, columns, shapes, cursor, source, grids=table["version"] >= GRID_VERSION)
+              for row in _field(table, "layers", list)]
     other = _field(table, "other", dict)
     other_bytes = cursor["streams"].take(_field(other, "bytes", int), _field(other, "crc32", int), "other tensors")
     if table["version"] >= 4:
@@ -231,8 +244,9 @@ def _table(metadata: dict[str, str], source: str) -> dict[str, Any]:
 
 
 def _layer(row: Any, columns: tuple[str, ...], shapes: dict[str, tuple[int, ...]], cursor: dict[str, "_Cursor"],
-           source: str) -> EncodedTensor:
-    """One row of the layer table (``columns``), its bytes taken from the cursors."""
+           source: str, grids: bool) -> EncodedTensor:
+    """One row of the layer table (``columns``), its bytes taken from the cursors; ``grids``:
+    whether the file's version has grid rows."""
     fields = dict(zip(columns, row)) if isinstance(row, list) and len(row) == len(columns) else {}
     if not fields or not all(isinstance(v, str) if k in ("key", "coding") else _count(v) for k, v in fields.items()):
         raise UserError(f"{source}: malformed layer table row {str(row)[:80]}")
@@ -250,6 +264,8 @@ def _layer(row: Any, columns: tuple[str, ...], shapes: dict[str, tuple[int, ...]
             raise UserError(f"{source}: layer {key} has a malformed codebook shape")
         parts["values"] = _coded(fields, "", key, "values", size, cursor, source)
         parts["codebook"] = cursor["codebooks"].copy(groups * size, key).reshape(groups, size)
+    elif coding == "grid" and grids:
+        parts.update(_grid_parts(fields, key, shapes[key], cursor, source))
     elif coding in FLOAT_DTYPES:
         if fields["bytes"] != fields["symbols"] * np.dtype(coding).itemsize:
             raise UserError(f"{source}: layer {key} has {fields['bytes']} bytes "
@@ -265,6 +281,26 @@ def _layer(row: Any, columns: tuple[str, ...], shapes: dict[str, tuple[int, ...]
         parts["index"] = _coded(fields, "index_", key, "relative indices", 1 << width, cursor, source)
         parts["index_width"] = width
     return EncodedTensor(key, shapes[key], **parts)
+
+
+def _grid_parts(fields: dict[str, Any], key: str, shape: tuple[int, ...], cursor: dict[str, "_Cursor"],
+                source: str) -> dict[str, Any]:
+    """The value stream, codebook and grid of a "grid" row: ``codebook_rows`` scales in the
+    codebooks, their packed offsets after the value stream's code-length table."""
+    groups, levels = fields["codebook_rows"], fields["codebook_size"]
+    if groups not in (1, shape[0] if shape else 1) or not 2 <= levels < MAX_ALPHABET:
+        raise UserError(f"{source}: layer {key} has a malformed grid shape")
+    values = _coded(fields, "", key, "values", levels + 1, cursor, source)
+    scales = cursor["codebooks"].copy(groups, key)
+    packed = cursor["code_lengths"].take(offset_bytes(groups, levels), None, key)
+    try:
+        grid = read_grid(scales, packed, levels)
+    except ValueError as exc:
+        raise UserError(f"{source}: layer {key} is damaged ({exc})") from None
+    codebook = grid_codebook(grid)
+    if values.alphabet > codebook.shape[1]:
+        raise UserError(f"{source}: layer {key} has a malformed values table")
+    return {"values": values, "codebook": codebook, "grid": grid}
 
 
 def _count(value: Any) -> bool:

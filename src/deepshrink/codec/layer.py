@@ -2,8 +2,9 @@
 
 A *quantized* weight is a codebook (G, K) (float32, or float16 to halve it) plus codebook
 indices of the weight's shape (G = 1, or G = shape[0] with row g serving weight[g]); its values
-are ``codebook[g, index]`` and entries that are exactly 0.0 are the pruned ones. Candidates, the
-smallest in bytes wins:
+are ``codebook[g, index]`` and entries that are exactly 0.0 are the pruned ones. A codebook that
+is exactly a linear grid (:mod:`deepshrink.codec.grid`) is stored as its scales and zero
+offsets. Candidates, the smallest in bytes wins:
 
 - dense: one Huffman-coded codebook index per weight (zeros use an all-zero codebook column,
   appended when the codebook has none);
@@ -25,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from deepshrink.codec import sparse
+from deepshrink.codec.grid import Grid, detect_grid
 from deepshrink.codec.stream import MAX_ALPHABET, CodedStream, coded_size
 
 FLOAT_DTYPES = ("float16", "float32")
@@ -38,6 +40,7 @@ class EncodedTensor:
     shape: tuple[int, ...]
     values: CodedStream | None = None     # Huffman-coded codebook indices, one per entry
     codebook: np.ndarray | None = None    # (G, K), in its storage dtype: float32 or float16
+    grid: Grid | None = None              # set when ``codebook`` is stored as this grid (float32 then)
     raw: bytes | None = None              # float values, one per entry, little-endian ``dtype``
     dtype: str = "float32"                # storage type of ``raw``
     index: CodedStream | None = None      # sparse layout: Huffman-coded skips, one per entry
@@ -46,6 +49,13 @@ class EncodedTensor:
     @property
     def layout(self) -> str:
         return "sparse" if self.index is not None else "dense"
+
+    @property
+    def codebook_bytes(self) -> int:
+        """Stored bytes of the codebook: its entries, or the grid's scales and offsets."""
+        if self.codebook is None:
+            return 0
+        return self.grid.nbytes if self.grid is not None else self.codebook.nbytes
 
     @property
     def numel(self) -> int:
@@ -65,24 +75,32 @@ def encode_quantized(key: str, codebook: np.ndarray, indices: np.ndarray, values
 
     ``values`` is the effective weight; it must equal ``codebook[g, indices]`` bit-exactly
     wherever it is non-zero (ValueError otherwise). ``dtype``: the codebook's storage; float16
-    rounds the centroids, and the weight decodes to the rounded ones.
+    rounds the centroids (or a grid's scales), and the weight decodes to the rounded ones.
     """
     codebook = np.ascontiguousarray(codebook, dtype=np.float32)
     values = np.ascontiguousarray(values, dtype=np.float32)
     indices = np.asarray(indices, dtype=np.int64)
     _check_representation(key, codebook, indices, values)
-    if dtype != "float32":
+    if dtype not in FLOAT_DTYPES:
+        raise ValueError(f"float storage must be one of {FLOAT_DTYPES}, got {dtype!r}")
+    grid = detect_grid(codebook, dtype) if codebook.shape[1] <= MAX_ALPHABET else None
+    if grid is not None:
+        codebook, values = grid_codebook(grid), _decoded_values(grid.codebook(), indices, values)
+    elif dtype != "float32":
         codebook, values = _rounded_codebook(key, codebook, indices, values, dtype)
     zero = values.reshape(-1) == 0
-    codebook, zero_symbol = _with_zero_column(codebook, needed=bool(zero.any()))
+    if grid is None:
+        codebook, zero_symbol = _with_zero_column(codebook, needed=bool(zero.any()))
+    else:
+        zero_symbol = int(np.flatnonzero((codebook == 0).all(axis=0))[0])
     symbols = np.where(zero, zero_symbol, indices.reshape(-1))
     shape = tuple(values.shape)
-    cb_bytes = codebook.nbytes
+    cb_bytes = grid.nbytes if grid is not None else codebook.nbytes
     candidates: list[tuple[int, Callable[[], EncodedTensor]]] = [
-        (values.size * codebook.itemsize, lambda: _encode_float_dense(key, values, dtype))]
+        (values.size * np.dtype(dtype).itemsize, lambda: _encode_float_dense(key, values, dtype))]
     if codebook.shape[1] <= MAX_ALPHABET:
         candidates.append((coded_size(np.bincount(symbols)) + cb_bytes,
-                           lambda: EncodedTensor(key, shape, CodedStream.of(symbols), codebook)))
+                           lambda: EncodedTensor(key, shape, CodedStream.of(symbols), codebook, grid)))
         positions = np.flatnonzero(~zero)
         gap = sparse.gaps(positions)
         kept = np.bincount(symbols[positions], minlength=codebook.shape[1])
@@ -90,9 +108,15 @@ def encode_quantized(key: str, codebook: np.ndarray, indices: np.ndarray, values
             counts = kept.copy()
             counts[zero_symbol] += sparse.filler_count(gap, width)
             cost = coded_size(counts) + coded_size(sparse.skip_counts(gap, width)) + cb_bytes
-            candidates.append((cost, lambda w=width: _quantized_sparse(key, shape, codebook, symbols,
+            candidates.append((cost, lambda w=width: _quantized_sparse(key, shape, codebook, grid, symbols,
                                                                        positions, zero_symbol, w)))
     return min(candidates, key=lambda c: c[0])[1]()
+
+
+def grid_codebook(grid: Grid) -> np.ndarray:
+    """The float32 codebook a grid decodes to: its K levels, plus a zero column (K + 1) when the
+    rows' zero levels sit at different offsets, so that no column is zero in every row."""
+    return _with_zero_column(grid.codebook(), needed=True)[0]
 
 
 def encode_float(key: str, values: np.ndarray, dtype: str = "float32") -> EncodedTensor:
@@ -146,16 +170,19 @@ def _check_representation(key: str, codebook: np.ndarray, indices: np.ndarray, v
 def _rounded_codebook(key: str, codebook: np.ndarray, indices: np.ndarray, values: np.ndarray,
                       dtype: str) -> tuple[np.ndarray, np.ndarray]:
     """(codebook stored as ``dtype``, the float32 weight it then reproduces: 0 where ``values`` is)."""
-    if dtype not in FLOAT_DTYPES:
-        raise ValueError(f"float storage must be one of {FLOAT_DTYPES}, got {dtype!r}")
     with np.errstate(over="ignore"):
         stored = codebook.astype(dtype)
     if not np.isfinite(stored).all():
         raise ValueError(f"{key}: a codebook value is out of {dtype} range")
+    return stored, _decoded_values(stored.astype(np.float32), indices, values)
+
+
+def _decoded_values(codebook: np.ndarray, indices: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The float32 weight ``codebook`` (G, K) and ``indices`` give: 0 where ``values`` is 0."""
     live = values != 0
-    rounded = np.zeros_like(values)
-    rounded[live] = stored.astype(np.float32)[_rows(codebook.shape[0], values.shape)[live], indices[live]]
-    return stored, rounded
+    decoded = np.zeros_like(values)
+    decoded[live] = codebook[_rows(codebook.shape[0], values.shape)[live], indices[live]]
+    return decoded
 
 
 def _rows(groups: int, shape: tuple[int, ...]) -> np.ndarray:
@@ -183,11 +210,11 @@ def _encode_float_dense(key: str, values: np.ndarray, dtype: str) -> EncodedTens
     return EncodedTensor(key, tuple(values.shape), raw=_to_bytes(key, values.reshape(-1), dtype), dtype=dtype)
 
 
-def _quantized_sparse(key, shape, codebook, symbols, positions, zero_symbol, width) -> EncodedTensor:
+def _quantized_sparse(key, shape, codebook, grid, symbols, positions, zero_symbol, width) -> EncodedTensor:
     skips, is_filler = sparse.relative_indices(positions, width)
     entry_symbols = np.full(skips.size, zero_symbol, dtype=np.int64)
     entry_symbols[~is_filler] = symbols[positions]
-    return EncodedTensor(key, shape, CodedStream.of(entry_symbols), codebook,
+    return EncodedTensor(key, shape, CodedStream.of(entry_symbols), codebook, grid,
                          index=CodedStream.of(skips), index_width=width)
 
 

@@ -115,7 +115,7 @@ def _row(layer: EncodedTensor) -> LayerRow:
     values = index = None
     if layer.values is not None:
         values = _stream_stats(layer.values)
-        nbytes += _stream_bytes(layer.values) + layer.codebook.nbytes
+        nbytes += _stream_bytes(layer.values) + layer.codebook_bytes
         weight_bits = max(1, math.ceil(math.log2(layer.codebook.shape[1])))
     else:
         weight_bits = 8 * np.dtype(layer.dtype).itemsize
