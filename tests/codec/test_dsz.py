@@ -36,15 +36,34 @@ def _header_size(data):
     return 8 + int.from_bytes(data[:8], "little")
 
 
-def _with_table(data, edit, fix_checksum=True, tensors_edit=None):
-    """``data`` with its metadata table passed through ``edit`` (and the checksum redone), and
-    its tensors through ``tensors_edit``."""
+def _table_of(data):
+    """(metadata table, tensors) of a .dsz file; from version 5 on, the layer table is inflated
+    into ``layer_columns`` and ``layers`` rows and cut from the streams (the version 4 layout)."""
     tensors = load(data)
+    table = json.loads(json.loads(data[8:_header_size(data)])["__metadata__"][METADATA_KEY])
+    if table["version"] >= 5:
+        size = table["layers"]["bytes"]
+        inner = json.loads(zlib.decompress(tensors["streams"][:size].tobytes(), -zlib.MAX_WBITS))
+        tensors["streams"] = tensors["streams"][size:]
+        table["layer_columns"], table["layers"] = inner["columns"], inner["rows"]
+    return table, tensors
+
+
+def _with_table(data, edit, fix_checksum=True, tensors_edit=None):
+    """``data`` with its metadata table (as :func:`_table_of` gives it) passed through ``edit``
+    (and the checksum redone), and its tensors through ``tensors_edit``; written back in the
+    version 5 layout when the edited version is 5 or more."""
+    table, tensors = _table_of(data)
     if tensors_edit is not None:
         tensors_edit(tensors)
-    metadata = json.loads(data[8:_header_size(data)])["__metadata__"]
-    table = json.loads(metadata[METADATA_KEY])
     edit(table)
+    version = table.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and version >= 5:
+        deflater = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        layer_table = json.dumps({"columns": table.pop("layer_columns", None), "rows": table["layers"]})
+        blob = deflater.compress(layer_table.encode()) + deflater.flush()
+        tensors["streams"] = np.concatenate([np.frombuffer(blob, np.uint8), tensors["streams"]])
+        table["layers"] = {"bytes": len(blob), "crc32": zlib.crc32(blob)}
     if fix_checksum:
         rest = json.dumps({k: v for k, v in table.items() if k != "crc32"}, separators=(",", ":"))
         table["crc32"] = zlib.crc32(rest.encode())
@@ -95,7 +114,9 @@ def test_tensors_and_metadata_of_the_container(reference):
     tensors = load(reference[0])
     assert {k: v.dtype.name for k, v in tensors.items()} == {
         "streams": "uint8", "codebooks": "float32", "code_lengths": "uint8"}
-    table = json.loads(json.loads(reference[0][8:_header_size(reference[0])])["__metadata__"][METADATA_KEY])
+    raw = json.loads(json.loads(reference[0][8:_header_size(reference[0])])["__metadata__"][METADATA_KEY])
+    assert set(raw["layers"]) == {"bytes", "crc32"} and "layer_columns" not in raw  # the table is deflated
+    table, _ = _table_of(reference[0])
     assert table["format"] == "deepshrink-dsz" and table["version"] == 5
     assert table["model"]["arch"]["name"] == "digits-cnn"
     rows = [dict(zip(table["layer_columns"], row)) for row in table["layers"]]
@@ -103,7 +124,8 @@ def test_tensors_and_metadata_of_the_container(reference):
     assert [row["coding"] for row in rows] == ["float32", "huffman", "huffman", "float32"]
     assert rows[1]["index_width"] > 0 and rows[1]["symbols"] == rows[1]["index_symbols"]
     streams = sum(row["bytes"] + row["index_bytes"] for row in rows)
-    assert streams + table["other"]["bytes"] + table["history"]["bytes"] == tensors["streams"].size
+    assert (raw["layers"]["bytes"] + streams + table["other"]["bytes"] + table["history"]["bytes"]
+            == tensors["streams"].size)
     assert "history" not in table["model"]
 
 
@@ -271,8 +293,8 @@ def corrupted(draw, data):
         for _ in range(draw(st.integers(1, 1 if kind == "byte" else 8))):
             out[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
         return bytes(out)
-    # a structural edit of the layer table with a correct checksum, or any edit without one
-    table = json.loads(json.loads(data[8:header])["__metadata__"][METADATA_KEY])
+    # a structural edit of the (inflated) layer table with a correct checksum, or any edit without one
+    table, _ = _table_of(data)
     paths = [p for p in _leaves(table) if kind == "table-raw" or p[0] not in ("model", "crc32")]
     path = draw(st.sampled_from(paths))
     value = draw(st.one_of(st.integers(-3, 2**20), st.text(max_size=4), st.none(), st.booleans(),
@@ -298,7 +320,7 @@ def test_corrupted_files_with_grid_layers_decode_identically_or_raise_user_error
 def test_grid_layers_round_trip_and_need_version_5(compressed_grid_shared, grid_reference):
     model, _ = compressed_grid_shared
     data, state, _ = grid_reference
-    table = json.loads(json.loads(data[8:_header_size(data)])["__metadata__"][METADATA_KEY])
+    table, _ = _table_of(data)
     codings = {row[0]: row[2] for row in table["layers"]}
     assert codings == {"conv1.weight": "float32", "conv2.weight": "huffman", "conv3.weight": "huffman",
                        "fc.weight": "grid"}
@@ -307,6 +329,24 @@ def test_grid_layers_round_trip_and_need_version_5(compressed_grid_shared, grid_
     assert torch.equal(state["fc.weight"], model.fc.weight)
     with pytest.raises(UserError, match="layer fc.weight has unknown coding 'grid'"):
         from_bytes(_with_table(data, lambda t: t.update(version=4)))
+
+
+@pytest.mark.parametrize("stored", [
+    b"", b"not deflate", _deflated(b'{"columns": []}'), _deflated(b'{"columns": [], "rows": {}}'),
+    _deflated(b"[1, 2]"), _deflated(b"{}") + b"x", _deflated(b" " * (2 << 20) + b"{}"),
+])
+def test_a_damaged_layer_table_is_refused_even_with_matching_checksums(reference, stored):
+    data = reference[0]
+    raw = json.loads(json.loads(data[8:_header_size(data)])["__metadata__"][METADATA_KEY])
+    old = raw["layers"]["bytes"]
+    raw["layers"].update(bytes=len(stored), crc32=zlib.crc32(stored))
+    raw["crc32"] = zlib.crc32(json.dumps({k: v for k, v in raw.items() if k != "crc32"},
+                                         separators=(",", ":")).encode())
+    tensors = load(data)
+    tensors["streams"] = np.concatenate([np.frombuffer(stored, np.uint8), tensors["streams"][old:]])
+    edited = save(tensors, metadata={METADATA_KEY: json.dumps(raw, separators=(",", ":"))})
+    with pytest.raises(UserError, match="unreadable layer table|'rows' must be a list|'columns' must be a list"):
+        from_bytes(edited)
 
 
 def test_version_4_files_still_decode(reference):

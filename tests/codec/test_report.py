@@ -15,11 +15,12 @@ def test_sizes_add_up_to_the_file(compressed_shared):
     data = to_bytes(encoded)
     assert report.dsz_bytes == len(data)
     assert report.dsz_bytes == sum(r.bytes for r in report.layers) + report.other_bytes + report.container_bytes
-    # the container is exactly the safetensors header (length prefix + JSON) and the deflated
-    # history: every other tensor byte is counted in a layer row or in the other tensors
-    history = json.loads(json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"][
-        "deepshrink-dsz"])["history"]["bytes"]
-    assert report.container_bytes == 8 + int.from_bytes(data[:8], "little") + history
+    # the container is exactly the safetensors header (length prefix + JSON), the deflated layer
+    # table and the deflated history: every other tensor byte is counted in a layer row or in the
+    # other tensors
+    table = json.loads(json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]["deepshrink-dsz"])
+    assert (report.container_bytes
+            == 8 + int.from_bytes(data[:8], "little") + table["layers"]["bytes"] + table["history"]["bytes"])
     assert 0 < report.container_bytes < 2000
     # the baseline: the plain float32 file of the effective weights (parametrized ones included)
     state = {}

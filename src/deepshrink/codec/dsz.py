@@ -1,36 +1,41 @@
 """The ``.dsz`` file: a safetensors container of byte streams, codebooks and code-length tables.
 
-Tensors (all 1-D): ``streams`` (uint8: per layer its value stream then its relative-index
-stream, then the raw bytes of all other tensors, then, from version 4 on, the model's history
-as deflated JSON), ``codebooks`` (the layers' codebooks,
-row-major, one after another; float32, or float16 when ``float_dtype`` is float16, from version
-3 on; a grid layer's scales) and ``code_lengths`` (uint8: the layers' 4-bit code-length tables,
-value table, a grid layer's packed offsets, then index table). Metadata ``deepshrink-dsz`` holds
-JSON::
+Tensors (all 1-D): ``streams`` (uint8: the layer table as deflated JSON (version 5 on), then
+per layer its value stream then its relative-index stream, then the raw bytes of all other
+tensors, then the model's history as deflated JSON (version 4 on)), ``codebooks`` (the layers'
+codebooks, row-major, one after another, or a grid layer's scales; float32, or float16 when
+``float_dtype`` is float16, from version 3 on) and ``code_lengths`` (uint8: per layer its 4-bit
+code-length tables, value table, a grid layer's packed offsets, then index table). Metadata
+``deepshrink-dsz`` holds JSON::
 
     {"format": "deepshrink-dsz", "version": 5, "model": {ModelInfo without history}, "float_dtype": "float32",
-     "bn_affine": false,
-     "layer_columns": ["key", "numel", "coding", "symbols", "alphabet", "bytes", "crc32", "codebook_rows",
-                       "codebook_size", "index_width", "index_symbols", "index_alphabet", "index_bytes",
-                       "index_crc32"],
-     "layers": [["conv2.weight", 4608, "huffman", 1160, 17, 520, 2215406405, 1, 17, 5, 1160, 32, 370, 37304121],
-                ["fc.weight", 640, "float32", 640, 0, 2560, 1029381622, 0, 0, 0, 0, 0, 0, 0], ...],
+     "bn_affine": false, "layers": {"bytes": 634, "crc32": ...},
      "other": {"bytes": 1234, "crc32": ...}, "history": {"bytes": 345, "crc32": ...},
      "codebooks_crc32": ..., "code_lengths_crc32": ...}
 
-One row per coded weight (a table, not objects, to keep the header small): its value stream
+and the deflated layer table is::
+
+    {"columns": ["key", "numel", "coding", "symbols", "alphabet", "bytes", "crc32", "codebook_rows",
+                 "codebook_size", "index_width", "index_symbols", "index_alphabet", "index_bytes", "index_crc32"],
+     "rows": [["conv2.weight", 4608, "grid", 1160, 17, 520, 2215406405, 1, 16, 5, 1160, 32, 370, 37304121],
+              ["fc.weight", 640, "float32", 640, 0, 2560, 1029381622, 0, 0, 0, 0, 0, 0, 0], ...]}
+
+One row per coded weight (a table, not objects, to keep it small): its value stream
 (``coding`` huffman: codebook indices with a code-length table of ``alphabet`` entries and a
-codebook of ``codebook_rows`` x ``codebook_size``; grid, version 5 on: the same with a
-linear-grid codebook of ``codebook_rows`` rows and ``codebook_size`` levels stored as
-:mod:`deepshrink.codec.grid` scales and offsets, its values' alphabet one larger for a zero
-column; float16/float32: raw values), and for the
-sparse layout (``index_width`` > 0) its Huffman-coded relative indices. Shapes come from the
-architecture; ``numel`` (the weight's element count) must agree with it, so an edited
-architecture cannot pour a layer's weights into a tensor of another size. Version 1 files (no
-``numel`` column, no ``bn_affine``), version 2 files (float32 codebooks always) and version 3
-files (the history in ``model``, uncompressed) and version 4 files (no grid rows) are still read. The history (provenance: one
-record per stage) is compressed because it is the largest part of the header: 1,012 of the
-demo model's 2,312 header bytes as escaped JSON inside safetensors' JSON, 346 compressed.
+codebook of ``codebook_rows`` x ``codebook_size``; grid: the same with a linear-grid codebook
+of ``codebook_rows`` rows and ``codebook_size`` levels stored as its scales and offsets
+(:mod:`deepshrink.codec.grid`), the values' alphabet one larger for a zero column;
+float16/float32: raw values), and for the sparse layout (``index_width`` > 0) its
+Huffman-coded relative indices. Shapes come from the architecture; ``numel`` (the weight's
+element count) must agree with it, so an edited architecture cannot pour a layer's weights
+into a tensor of another size.
+
+Older files are still read: version 1 (no ``numel`` column, no ``bn_affine``), 2 (float32
+codebooks always), 3 (the history in ``model``, uncompressed) and 4 (no grid rows, the layer
+table as ``layer_columns`` and ``layers`` rows in the metadata). The history (provenance: one
+record per stage) and the layer table are deflated because they are the largest parts of the
+header, and safetensors escapes every quote of the metadata once more: on a ResNet-20 the
+layer table takes 1,745 characters as JSON, 634 bytes deflated.
 ``bn_affine``: the BatchNorms' weights and biases in ``other`` are their inference scales
 and shifts, and their running statistics are not stored (:mod:`deepshrink.codec.batchnorm`).
 ``bytes`` and ``crc32`` are the length and CRC-32 of each stream. The JSON ends with
@@ -72,8 +77,8 @@ TENSORS = {"streams": (np.uint8,), "codebooks": (np.float32, np.float16), "code_
 COLUMNS = ("key", "numel", "coding", "symbols", "alphabet", "bytes", "crc32", "codebook_rows", "codebook_size",
            "index_width", "index_symbols", "index_alphabet", "index_bytes", "index_crc32")
 COLUMNS_BY_VERSION = {1: tuple(c for c in COLUMNS if c != "numel"), 2: COLUMNS, 3: COLUMNS, 4: COLUMNS, 5: COLUMNS}
-GRID_VERSION = 5  # the first version with "grid" rows
-MAX_HISTORY_BYTES = 1 << 20  # decompressed; a real history is a few KB
+V5 = 5  # the first version with grid rows and the layer table deflated in the streams
+MAX_INFLATED_BYTES = 1 << 20  # a deflated history or layer table, decompressed; real ones are a few KB
 
 
 def to_bytes(encoded: EncodedModel) -> bytes:
@@ -102,14 +107,15 @@ def to_bytes(encoded: EncodedModel) -> bytes:
             rows[-1] += [0] * 5
     info = {k: v for k, v in encoded.info.to_dict().items() if k not in ("format", "version", "parametrizations")}
     history = _deflate(_compact(_rounded(info.pop("history", []))).encode())
-    streams += [encoded.other, history]
+    layer_table = _deflate(_compact({"columns": list(COLUMNS), "rows": rows}).encode())
+    streams = [layer_table, *streams, encoded.other, history]
     tensors = {"streams": np.frombuffer(b"".join(streams), dtype=np.uint8),
                "codebooks": np.concatenate([np.zeros(0, _codebook_dtype(encoded.float_dtype, VERSION)), *codebooks]),
                "code_lengths": np.frombuffer(b"".join(tables), dtype=np.uint8)}
     table = {
         "format": FORMAT, "version": VERSION, "model": info, "float_dtype": encoded.float_dtype,
         "bn_affine": encoded.bn_affine,
-        "layer_columns": list(COLUMNS), "layers": rows,
+        "layers": {"bytes": len(layer_table), "crc32": _crc(layer_table)},
         "other": {"bytes": len(encoded.other), "crc32": _crc(encoded.other)},
         "history": {"bytes": len(history), "crc32": _crc(history)},
         "codebooks_crc32": _crc(tensors["codebooks"].tobytes()),
@@ -138,11 +144,11 @@ def from_bytes(data: bytes, source: str = "the .dsz file") -> EncodedModel:
         raise UserError(f"{source} is damaged: its codebooks are {tensors['codebooks'].dtype.name}, "
                         f"expected {np.dtype(expected).name}")
     columns = COLUMNS_BY_VERSION[table["version"]]
-    if _field(table, "layer_columns", list) != list(columns):
-        raise UserError(f"{source}: the layer table has columns {table['layer_columns']}, expected {list(columns)}")
+    found, rows = _layer_table(table, cursor["streams"], source)
+    if found != list(columns):
+        raise UserError(f"{source}: the layer table has columns {found}, expected {list(columns)}")
     shapes = {k: tuple(v.shape) for k, v in build_model(info.arch).state_dict().items()}
-    layers = [_layer(row, columns, shapes, cursor, source, grids=table["version"] >= GRID_VERSION)
-              for row in _field(table, "layers", list)]
+    layers = [_layer(row, columns, shapes, cursor, source, grids=table["version"] >= V5) for row in rows]
     other = _field(table, "other", dict)
     other_bytes = cursor["streams"].take(_field(other, "bytes", int), _field(other, "crc32", int), "other tensors")
     if table["version"] >= 4:
@@ -326,16 +332,32 @@ def _deflate(data: bytes) -> bytes:
 
 def _history(streams: "_Cursor", entry: dict[str, Any], source: str) -> list[dict[str, Any]]:
     """The model history: deflated JSON, a list of stage records."""
-    data = streams.take(_field(entry, "bytes", int), _field(entry, "crc32", int), "the model history")
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    try:
-        text = inflater.decompress(data, MAX_HISTORY_BYTES)
-        history = json.loads(text) if inflater.eof and not inflater.unused_data else None
-    except (zlib.error, ValueError):
-        history = None
+    history = _inflated_json(streams, entry, "model history", source)
     if not isinstance(history, list) or not all(isinstance(record, dict) for record in history):
         raise UserError(f"{source} is damaged: unreadable model history")
     return history
+
+
+def _layer_table(table: dict[str, Any], streams: "_Cursor", source: str) -> tuple[list[Any], list[Any]]:
+    """(column names, rows) of the layer table: deflated JSON at the start of the streams from
+    version 5 on, in the metadata before."""
+    if table["version"] < V5:
+        return _field(table, "layer_columns", list), _field(table, "layers", list)
+    layer_table = _inflated_json(streams, _field(table, "layers", dict), "layer table", source)
+    if not isinstance(layer_table, dict) or set(layer_table) != {"columns", "rows"}:
+        raise UserError(f"{source} is damaged: unreadable layer table")
+    return _field(layer_table, "columns", list), _field(layer_table, "rows", list)
+
+
+def _inflated_json(streams: "_Cursor", entry: dict[str, Any], what: str, source: str) -> Any:
+    """The JSON value deflated in the next stream piece (``entry``: its bytes and crc32)."""
+    data = streams.take(_field(entry, "bytes", int), _field(entry, "crc32", int), f"the {what}")
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        text = inflater.decompress(data, MAX_INFLATED_BYTES)
+        return json.loads(text) if inflater.eof and not inflater.unused_data else None
+    except (zlib.error, ValueError):
+        raise UserError(f"{source} is damaged: unreadable {what}") from None
 
 
 def _field(obj: dict[str, Any], name: str, kind: type) -> Any:

@@ -1,9 +1,10 @@
 """Size accounting of an encoded model, counted in real bytes of the ``.dsz`` file.
 
 Every byte of the file lands in exactly one place: a layer (its streams, code-length tables
-and codebook), the other tensors (BatchNorm, biases, buffers), or the container (safetensors
-header, the JSON table and the deflated model history). The baseline is the plain float32 safetensors file of the same
-architecture (its tensors and header, without metadata).
+and codebook), the other tensors (BatchNorm, biases, buffers), or the container's metadata
+(safetensors header with its JSON, the deflated layer table and the deflated model history).
+The baseline is the plain float32 safetensors file of the same architecture (its tensors and
+header, without metadata).
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def format_codec_report(report: CodecReport) -> str:
     other = "other (BN affine, biases)" if report.bn_affine else "other tensors (BN, biases)"
     lines.append(f"{other:<28} {'raw':<6} {report.other_values:>9,} {'':>9} {'':>5} "
                  f"{'':>4} {'':>13} {'':>13} {report.other_bytes:>9,}")
-    lines.append(f"{'container (header, history)':<28} {'':<6} {'':>9} {'':>9} {'':>5} {'':>4} {'':>13} {'':>13} "
+    lines.append(f"{'container (metadata)':<28} {'':<6} {'':>9} {'':>9} {'':>5} {'':>4} {'':>13} {'':>13} "
                  f"{report.container_bytes:>9,}")
     weights = sum(r.weights for r in report.layers) + report.other_values
     nonzeros = sum(r.nonzeros for r in report.layers)

@@ -91,7 +91,7 @@ def _layer_blocks(out: Path, records: list[StageRecord]) -> list[tuple]:
                  str(row.weight_bits), _bits(row.values), _bits(row.index), f"{row.bytes:,}"] for row in report.layers]
         rows.append(["other tensors (BatchNorm, biases)", "raw", f"{report.other_values:,}", "", "", "", "", "",
                      f"{report.other_bytes:,}"])
-        rows.append(["container (header, history)", "", "", "", "", "", "", "", f"{report.container_bytes:,}"])
+        rows.append(["container (metadata)", "", "", "", "", "", "", "", f"{report.container_bytes:,}"])
         rows.append(["total", "", "", "", "", "", "", "", f"{report.dsz_bytes:,}"])
         return [("h2", f"Layers of {encoded[-1].artefact}"),
                 ("table", ["tensor", "layout", "weights", "non-zeros", "index bits", "weight bits",
