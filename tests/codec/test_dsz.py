@@ -334,6 +334,7 @@ def test_grid_layers_round_trip_and_need_version_5(compressed_grid_shared, grid_
 @pytest.mark.parametrize("stored", [
     b"", b"not deflate", _deflated(b'{"columns": []}'), _deflated(b'{"columns": [], "rows": {}}'),
     _deflated(b"[1, 2]"), _deflated(b"{}") + b"x", _deflated(b" " * (2 << 20) + b"{}"),
+    _deflated(b"[" * 100_000 + b"]" * 100_000),
 ])
 def test_a_damaged_layer_table_is_refused_even_with_matching_checksums(reference, stored):
     data = reference[0]

@@ -356,7 +356,7 @@ def _inflated_json(streams: "_Cursor", entry: dict[str, Any], what: str, source:
     try:
         text = inflater.decompress(data, MAX_INFLATED_BYTES)
         return json.loads(text) if inflater.eof and not inflater.unused_data else None
-    except (zlib.error, ValueError):
+    except (zlib.error, ValueError, RecursionError):  # RecursionError: JSON nested too deeply
         raise UserError(f"{source} is damaged: unreadable {what}") from None
 
 
