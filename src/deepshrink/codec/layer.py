@@ -89,10 +89,7 @@ def encode_quantized(key: str, codebook: np.ndarray, indices: np.ndarray, values
     elif dtype != "float32":
         codebook, values = _rounded_codebook(key, codebook, indices, values, dtype)
     zero = values.reshape(-1) == 0
-    if grid is None:
-        codebook, zero_symbol = _with_zero_column(codebook, needed=bool(zero.any()))
-    else:
-        zero_symbol = int(np.flatnonzero((codebook == 0).all(axis=0))[0])
+    codebook, zero_symbol = _with_zero_column(codebook, needed=bool(zero.any()))  # a grid's is there already
     symbols = np.where(zero, zero_symbol, indices.reshape(-1))
     shape = tuple(values.shape)
     cb_bytes = grid.nbytes if grid is not None else codebook.nbytes
