@@ -31,7 +31,7 @@ class Grid:
 
     @property
     def offset_bits(self) -> int:
-        return max(1, (self.levels - 1).bit_length())
+        return offset_bits(self.levels)
 
     @property
     def nbytes(self) -> int:
@@ -47,9 +47,14 @@ class Grid:
         return pack_uint(self.offsets, self.offset_bits)
 
 
+def offset_bits(levels: int) -> int:
+    """Bits of one packed offset into ``levels`` columns."""
+    return max(1, (levels - 1).bit_length())
+
+
 def offset_bytes(rows: int, levels: int) -> int:
     """Bytes of the packed offsets of ``rows`` rows of a ``levels``-column grid."""
-    return (rows * max(1, (levels - 1).bit_length()) + 7) // 8
+    return (rows * offset_bits(levels) + 7) // 8
 
 
 def detect_grid(codebook: np.ndarray, dtype: str) -> Grid | None:
