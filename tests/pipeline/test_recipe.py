@@ -111,7 +111,8 @@ def test_shipped_recipes_are_valid():
     names = sorted(p.name for p in RECIPES.glob("*.yaml"))
     assert names == ["deep-compression-resnet20-85.yaml", "deep-compression-resnet20-90.yaml",
                      "deep-compression-resnet20.yaml", "digits-demo.yaml",
-                     "lenet300-digits.yaml", "lenet5-digits.yaml", "resnet20-25x.yaml"]
+                     "lenet300-digits.yaml", "lenet5-digits.yaml", "resnet20-25x.yaml",
+                     "resnet56-half-macs.yaml"]
     for name in names:
         load_recipe(RECIPES / name)
     assert (RECIPES / "digits-demo.yaml").read_bytes() == PACKAGED_DEMO.read_bytes()
