@@ -39,8 +39,15 @@ from deepshrink.quant.onnx_export import export_onnx, load_onnx
 ENGINES = ("torch", "torch-optimized", "onnxruntime")
 
 
+def labels_for(files: list[Path]) -> list[str]:
+    """One label per file: its name, or its path where two files share a name (run-dir/model.safetensors)."""
+    names = [f.name for f in files]
+    return [f.name if names.count(f.name) == 1 else str(f) for f in files]
+
+
 def engines_for(path: Path, threads: int, work: Path, engines=ENGINES) -> tuple[dict, int, tuple[int, ...]]:
-    """({engine: callable model} for ``engines``, MACs per image, input shape) for one model file."""
+    """({engine: callable model} for ``engines``, MACs per image, input shape) for one model file;
+    ``work`` is a folder of its own for the ONNX export."""
     model, info = load_model(path)
     model.eval()
     runners = {}
@@ -49,7 +56,8 @@ def engines_for(path: Path, threads: int, work: Path, engines=ENGINES) -> tuple[
     if "torch-optimized" in engines:
         runners["torch-optimized"] = inference_copy(model)
     if "onnxruntime" in engines:
-        onnx_path = work / (path.stem + ".onnx")
+        work.mkdir(parents=True, exist_ok=True)
+        onnx_path = work / "model.onnx"
         export_onnx(model, info, onnx_path)
         runners["onnxruntime"] = load_onnx(onnx_path, threads)[0]
     return runners, model_costs(model, info.input.shape).totals["macs"], info.input.shape
@@ -86,11 +94,15 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as work:
-        loaded = {f.name: engines_for(f, args.threads, Path(work), args.engines) for f in args.files}
+        labels = labels_for(args.files)
+        if len(set(map(Path.resolve, args.files))) < len(args.files):
+            raise SystemExit("structured_speed.py: a model file is named twice")
+        loaded = {label: engines_for(f, args.threads, Path(work) / str(i), args.engines)
+                  for i, (label, f) in enumerate(zip(labels, args.files))}
         runners = {name: entry[0] for name, entry in loaded.items()}
         macs = {name: entry[1] for name, entry in loaded.items()}
         shape = next(iter(loaded.values()))[2]
-        dense = args.files[0].name
+        dense = labels[0]
         rows = []
         for batch in args.batches:
             rounds = args.rounds if batch < 32 else max(5, args.rounds // 4)
