@@ -75,3 +75,12 @@ def test_structured_schedule_without_epochs_exits_2(resnet_file, tmp_path, capsy
     err = capsys.readouterr().err
     assert "linear schedule prunes while fine-tuning" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("round_to,noted", [("1", True), ("8", False)])
+def test_structured_notes_channel_counts_off_the_kernel_multiple(resnet_file, tmp_path, capsys, round_to, noted):
+    out = tmp_path / "small.safetensors"
+    assert main(["prune", str(resnet_file), "--structured", "--ratio", "0.3", "--round-to", round_to,
+                 "--out", str(out)]) == 0
+    assert ("not a multiple of 8" in capsys.readouterr().out) == noted
+    assert out.exists()

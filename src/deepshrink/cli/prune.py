@@ -14,7 +14,7 @@ from deepshrink.pipeline.structured_prune import StructuredPruneResult, structur
 from deepshrink.prune.criteria import CRITERIA, SCOPES
 from deepshrink.prune.schedules import SCHEDULES
 from deepshrink.prune.structured import CRITERIA as STRUCTURED_CRITERIA
-from deepshrink.prune.structured import StructuredSettings
+from deepshrink.prune.structured import VECTOR_CHANNELS, StructuredSettings, unaligned_groups
 
 
 def register(sub) -> None:
@@ -113,6 +113,11 @@ def _print_structured(args: argparse.Namespace, result: StructuredPruneResult) -
     print(f"MACs {record['macs_before']:,} -> {record['macs_after']:,} "
           f"({record['macs_before'] / max(record['macs_after'], 1):.2f}x fewer), "
           f"params {record['params_before']:,} -> {record['params_after']:,}")
+    unaligned = unaligned_groups(record["channels"])
+    if unaligned:
+        print(f"note: {len(unaligned)} of {len(record['channels'])} groups now have a channel count that is not a "
+              f"multiple of {VECTOR_CHANNELS}; CPU kernels lose most of their speed-up on them "
+              f"(--round-to {VECTOR_CHANNELS} avoids it)")
     if result.test_top1 is not None:
         before = f" (dense {100 * result.test_top1_before:.2f}%)" if result.test_top1_before is not None else ""
         print(f"test top-1 {100 * result.test_top1:.2f}%{before}")

@@ -44,3 +44,12 @@ def test_global_plan_ranks_all_channels_together():
     assert plan[A].tolist() == [] and plan[B].tolist() == [4, 5, 6, 7, 8, 9]
     plan = global_plan(SCORED, 0.0)
     assert plan[A].tolist() == [] and plan[B].tolist() == []
+
+
+def test_unaligned_groups_names_cuts_off_the_kernel_multiple():
+    from deepshrink.prune.structured import unaligned_groups
+
+    channels = {"a": (16, 11), "b": (16, 8), "c": (16, 16), "d": (10, 7), "e": (64, 1)}
+    assert unaligned_groups(channels) == ["a", "e"]  # d was never a multiple of 8, c untouched
+    assert unaligned_groups(channels, multiple=4) == ["a", "e"]  # 8 is a multiple of 4
+    assert unaligned_groups(channels, multiple=1) == []

@@ -21,10 +21,11 @@ from deepshrink.prune.structured.pruner import (ChannelPlan, StructuredResult, S
                                                 prune_channels)
 from deepshrink.prune.structured.remove import remove_channels
 from deepshrink.prune.structured.spec import pruned_spec
-from deepshrink.prune.structured.strategy import global_plan, kept_channels, layer_plan
+from deepshrink.prune.structured.strategy import VECTOR_CHANNELS, global_plan, kept_channels, layer_plan, unaligned_groups
 
 __all__ = [
     "CRITERIA",
+    "VECTOR_CHANNELS",
     "ChannelPlan",
     "DependencyGraph",
     "GradualChannelPruning",
@@ -40,5 +41,6 @@ __all__ = [
     "pruned_spec",
     "remove_channels",
     "trace",
+    "unaligned_groups",
     "zero_channels",
 ]

@@ -8,6 +8,7 @@ up to a multiple of m (or left at the group's full size when that is smaller).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from fnmatch import fnmatchcase
 
 import torch
@@ -15,9 +16,12 @@ from torch import Tensor
 
 from deepshrink.prune.structured.group import Group
 
-__all__ = ["global_plan", "kept_channels", "layer_plan", "ratio_for"]
+__all__ = ["VECTOR_CHANNELS", "global_plan", "kept_channels", "layer_plan", "ratio_for", "unaligned_groups"]
 
 Scored = list[tuple[Group, Tensor]]
+# channel block of the CPU convolution kernels (ONNX Runtime, oneDNN on AVX2/AVX-512): a layer cut
+# to a count off this multiple loses most of its speed-up (measured in BENCHMARKS.md)
+VECTOR_CHANNELS = 8
 
 
 def kept_channels(n: int, keep: int, round_to: int = 1) -> int:
@@ -27,6 +31,13 @@ def kept_channels(n: int, keep: int, round_to: int = 1) -> int:
     if round_to > 1:
         keep = math.ceil(keep / round_to) * round_to
     return min(keep, n)
+
+
+def unaligned_groups(channels: Mapping[str, tuple[int, int]], multiple: int = VECTOR_CHANNELS) -> list[str]:
+    """Names of the groups that pruning took off a multiple of ``multiple`` channels
+    (``channels``: {group: (before, after)}); ``--round-to 8`` keeps them on it."""
+    return [name for name, (before, after) in channels.items()
+            if after != before and before % multiple == 0 and after % multiple != 0]
 
 
 def ratio_for(group: Group, ratio: float, layer_ratios: dict[str, float]) -> float:
