@@ -2,7 +2,7 @@
 
 import torch
 
-from deepshrink.prune.structured import Group, global_plan, kept_channels, layer_plan
+from deepshrink.prune.structured import Group, global_plan, kept_channels, layer_plan, unaligned_groups
 
 
 def group(name, n):
@@ -47,8 +47,6 @@ def test_global_plan_ranks_all_channels_together():
 
 
 def test_unaligned_groups_names_cuts_off_the_kernel_multiple():
-    from deepshrink.prune.structured import unaligned_groups
-
     channels = {"a": (16, 11), "b": (16, 8), "c": (16, 16), "d": (10, 7), "e": (64, 1)}
     assert unaligned_groups(channels) == ["a", "e"]  # d was never a multiple of 8, c untouched
     assert unaligned_groups(channels, multiple=4) == ["a", "e"]  # 8 is a multiple of 4
