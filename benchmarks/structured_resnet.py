@@ -7,7 +7,8 @@
 For each model and setting: test top-1 (full test set) of the dense and the pruned model, with
 and (``--finetune-epochs N``) without fine-tuning, parameters, MACs per image, and measured CPU
 latency at batch 1 and 128, dense vs pruned; the latency speed-up is compared with the MAC
-reduction ratio (dense MACs / pruned MACs). Fine-tuning runs the library's structured prune job
+reduction ratio (dense MACs / pruned MACs); ``--no-latency`` skips the timing (for runs that
+share the machine with another job, whose timings would not be reportable). Fine-tuning runs the library's structured prune job
 (SGD, cosine from ``--lr``, batch 128), one-shot or on a gradual ``--schedule``, optionally
 distilled from the dense model (``--distill``: T = 4, alpha = 0.9); each run checkpoints in
 OUT/<model>-<setting>/ and continues from there when the script is run again. Settings:
@@ -86,7 +87,7 @@ def run(name: str, args, train_set, test_set) -> list[dict]:
     args.out.mkdir(parents=True, exist_ok=True)
     import_pretrained_job(name, args.data_dir / "pretrained" / CHECKPOINTS[name], dense_file)
     dense = load_model(dense_file)[0].eval()
-    base = {"model": name, "top1": accuracy(dense, test_set), **latency(dense, args.threads)}
+    base = {"model": name, "top1": accuracy(dense, test_set), **(latency(dense, args.threads) if args.latency else {})}
     rows = []
     for key in args.settings:
         model = copy.deepcopy(dense)
@@ -101,10 +102,11 @@ def run(name: str, args, train_set, test_set) -> list[dict]:
             row.update(top1_finetuned=record["test_top1"], schedule=args.schedule, distill=args.distill,
                        epochs=args.finetune_epochs, ratio=record["ratio"],  # a gradual global plan may differ
                        **{k: record[k] for k in ("macs_after", "params_after")})
-        row.update(latency(model, args.threads))
         row["mac_ratio"] = result.macs_before / result.macs_after
-        for b in (1, 128):
-            row[f"speedup_batch{b}"] = base[f"batch{b}_ms"] / row[f"batch{b}_ms"]
+        if args.latency:
+            row.update(latency(model, args.threads))
+            for b in (1, 128):
+                row[f"speedup_batch{b}"] = base[f"batch{b}_ms"] / row[f"batch{b}_ms"]
         rows.append(row)
         print(markdown(row), flush=True)
     return rows
@@ -112,12 +114,15 @@ def run(name: str, args, train_set, test_set) -> list[dict]:
 
 def markdown(row: dict) -> str:
     tuned = f"{100 * row['top1_finetuned']:.2f}" if "top1_finetuned" in row else "-"
+    timed = "speedup_batch1" in row
+    b1 = (f"{row['dense']['batch1_ms']:.2f} -> {row['batch1_ms']:.2f} ms ({row['speedup_batch1']:.2f}x)"
+          if timed else "not timed")
+    b128 = (f"{row['dense']['batch128_ms']:.0f} -> {row['batch128_ms']:.0f} ms ({row['speedup_batch128']:.2f}x)"
+            if timed else "not timed")
     return (f"| {row['dense']['model']} | {row['setting']} | {100 * row['dense']['top1']:.2f} | "
             f"{100 * row['top1_oneshot']:.2f} | {tuned} | {row['params_before'] / 1e3:.0f}k -> "
             f"{row['params_after'] / 1e3:.0f}k | {row['macs_before'] / 1e6:.1f}M -> {row['macs_after'] / 1e6:.1f}M "
-            f"({row['mac_ratio']:.2f}x) | {row['dense']['batch1_ms']:.2f} -> {row['batch1_ms']:.2f} ms "
-            f"({row['speedup_batch1']:.2f}x) | {row['dense']['batch128_ms']:.0f} -> {row['batch128_ms']:.0f} ms "
-            f"({row['speedup_batch128']:.2f}x) |")
+            f"({row['mac_ratio']:.2f}x) | {b1} | {b128} |")
 
 
 def main() -> None:
@@ -131,6 +136,9 @@ def main() -> None:
     p.add_argument("--schedule", choices=SCHEDULES, default="oneshot",
                    help="with --finetune-epochs: prune before (oneshot) or gradually during the first half")
     p.add_argument("--distill", action="store_true", help="with --finetune-epochs: distil from the dense model")
+    p.add_argument("--latency", action=argparse.BooleanOptionalAction, default=True,
+                   help="time dense and pruned models at batch 1 and 128 (--no-latency when another job shares "
+                        "the machine: those figures are not reportable; time the files later with structured_speed.py)")
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--limit-train", type=int, help="first N training images only (a quick check, not a result)")
