@@ -8,8 +8,8 @@ For each model and setting: test top-1 (full test set) of the dense and the prun
 and (``--finetune-epochs N``) without fine-tuning, parameters, MACs per image, and measured CPU
 latency at batch 1 and 128, dense vs pruned; the latency speed-up is compared with the MAC
 reduction ratio (dense MACs / pruned MACs); ``--no-latency`` skips the timing (for runs that
-share the machine with another job, whose timings would not be reportable). Fine-tuning runs the library's structured prune job
-(SGD, cosine from ``--lr``, batch 128), one-shot or on a gradual ``--schedule``, optionally
+share the machine with another job, whose timings would not be reportable). Fine-tuning runs the
+library's structured prune job (SGD, cosine from ``--lr``, batch 128), one-shot or on a gradual ``--schedule``, optionally
 distilled from the dense model (``--distill``: T = 4, alpha = 0.9); each run checkpoints in
 OUT/<model>-<setting>/ and continues from there when the script is run again. Settings:
 
@@ -112,13 +112,14 @@ def run(name: str, args, train_set, test_set) -> list[dict]:
     return rows
 
 
+def timing(row: dict, batch: int, digits: int) -> str:
+    dense, pruned = row["dense"][f"batch{batch}_ms"], row[f"batch{batch}_ms"]
+    return f"{dense:.{digits}f} -> {pruned:.{digits}f} ms ({row[f'speedup_batch{batch}']:.2f}x)"
+
+
 def markdown(row: dict) -> str:
     tuned = f"{100 * row['top1_finetuned']:.2f}" if "top1_finetuned" in row else "-"
-    timed = "speedup_batch1" in row
-    b1 = (f"{row['dense']['batch1_ms']:.2f} -> {row['batch1_ms']:.2f} ms ({row['speedup_batch1']:.2f}x)"
-          if timed else "not timed")
-    b128 = (f"{row['dense']['batch128_ms']:.0f} -> {row['batch128_ms']:.0f} ms ({row['speedup_batch128']:.2f}x)"
-            if timed else "not timed")
+    b1, b128 = (timing(row, 1, 2), timing(row, 128, 0)) if "speedup_batch1" in row else ("not timed",) * 2
     return (f"| {row['dense']['model']} | {row['setting']} | {100 * row['dense']['top1']:.2f} | "
             f"{100 * row['top1_oneshot']:.2f} | {tuned} | {row['params_before'] / 1e3:.0f}k -> "
             f"{row['params_after'] / 1e3:.0f}k | {row['macs_before'] / 1e6:.1f}M -> {row['macs_after'] / 1e6:.1f}M "
