@@ -28,7 +28,9 @@ of ``codebook_rows`` rows and ``codebook_size`` levels stored as its scales and 
 float16/float32: raw values), and for the sparse layout (``index_width`` > 0) its
 Huffman-coded relative indices. Shapes come from the architecture; ``numel`` (the weight's
 element count) must agree with it, so an edited architecture cannot pour a layer's weights
-into a tensor of another size.
+into a tensor of another size. A file saved without an architecture (``"arch": null`` in
+``model``, which then records its layer shapes in ``modules``) takes its shapes from a fresh
+instance of the model's class given by the caller.
 
 Older files are still read: version 1 (no ``numel`` column, no ``bn_affine``), 2 (float32
 codebooks always), 3 (the history in ``model``, uncompressed) and 4 (no grid rows, the layer
@@ -57,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
@@ -67,7 +70,8 @@ from deepshrink.codec.sparse import MAX_INDEX_WIDTH
 from deepshrink.codec.stream import MAX_ALPHABET, CodedStream, read_table, table_size
 from deepshrink.errors import UserError
 from deepshrink.files import atomic_write_bytes
-from deepshrink.models import ModelInfo, build_model
+from deepshrink.models import ModelInfo
+from deepshrink.models.file import allowed_by, prepared_model
 
 FORMAT = "deepshrink-dsz"
 VERSION = 5
@@ -123,8 +127,12 @@ def to_bytes(encoded: EncodedModel) -> bytes:
     return save_safetensors(tensors, metadata={METADATA_KEY: _compact({**table, "crc32": _table_crc(table)})})
 
 
-def from_bytes(data: bytes, source: str = "the .dsz file") -> EncodedModel:
-    """Parse and check a ``.dsz`` file; a :class:`UserError` for anything wrong with it."""
+def from_bytes(data: bytes, source: str = "the .dsz file", model: nn.Module | None = None,
+               allow_builders=()) -> EncodedModel:
+    """Parse and check a ``.dsz`` file; a :class:`UserError` for anything wrong with it. The
+    sizes are checked against the file's architecture (a builder is imported only from the
+    ``allow_builders`` packages), or against ``model``, a fresh instance of the encoded model's
+    class, which receives the file's resized layers (needed when the file has no architecture)."""
     tensors, metadata = _container(data, source)
     table = _table(metadata, source)
     cursor = {name: _Cursor(tensors[name], name, source) for name in TENSORS}
@@ -147,7 +155,8 @@ def from_bytes(data: bytes, source: str = "the .dsz file") -> EncodedModel:
     found, rows = _layer_table(table, cursor["streams"], source)
     if found != list(columns):
         raise UserError(f"{source}: the layer table has columns {found}, expected {list(columns)}")
-    shapes = {k: tuple(v.shape) for k, v in build_model(info.arch).state_dict().items()}
+    reference = prepared_model(info, model, allow_builders, source)
+    shapes = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
     layers = [_layer(row, columns, shapes, cursor, source, grids=table["version"] >= V5) for row in rows]
     other = _field(table, "other", dict)
     other_bytes = cursor["streams"].take(_field(other, "bytes", int), _field(other, "crc32", int), "other tensors")
@@ -165,8 +174,10 @@ def write_dsz(path: str | os.PathLike, encoded: EncodedModel) -> int:
     return len(data)
 
 
-def read_dsz(path: str | os.PathLike) -> EncodedModel:
-    """Read and check the ``.dsz`` file at ``path``."""
+def read_dsz(path: str | os.PathLike, model: nn.Module | None = None, allow_builders=()) -> EncodedModel:
+    """Read and check the ``.dsz`` file at ``path`` (``model``, ``allow_builders``: as
+    :func:`from_bytes`; a :class:`~deepshrink.models.file.ModelPath` adds the builders it allows)."""
+    allow_builders = tuple(allow_builders) + allowed_by(path)
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -174,7 +185,7 @@ def read_dsz(path: str | os.PathLike) -> EncodedModel:
         raise UserError(f".dsz file not found: {path}") from None
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}") from None
-    return from_bytes(data, str(path))
+    return from_bytes(data, str(path), model, allow_builders)
 
 
 def _codebook_dtype(float_dtype: str, version: int) -> type:

@@ -29,7 +29,9 @@ from deepshrink.codec.batchnorm import (affine_batchnorms, inference_affine, neu
 from deepshrink.codec.layer import FLOAT_DTYPES, EncodedTensor, decode_tensor, encode_float, encode_quantized
 from deepshrink.errors import UserError
 from deepshrink.models import ModelInfo, build_model
-from deepshrink.models.file import load_state_strict
+from deepshrink.models.attach import baked_copy, detach_hooked_submodules
+from deepshrink.models.file import ACTIVATION_QUANTIZER, load_state_strict, prepared_model
+from deepshrink.models.overrides import describe_all
 
 
 @dataclass(frozen=True)
@@ -43,13 +45,16 @@ class EncodedModel:
     bn_affine: bool = False          # BatchNorms stored as scale and shift, without statistics
 
 
-def encode_model(model: nn.Module, info: ModelInfo, *, float_dtype: str = "float32",
+def encode_model(model: nn.Module, info: ModelInfo | None = None, *, float_dtype: str = "float32",
                  bn_affine: bool = False) -> EncodedModel:
     """Encode ``model`` (built from ``info.arch``, optionally pruned/quantized through
-    parametrizations); ``bn_affine``: BatchNorms as their inference scale and shift."""
+    parametrizations); ``bn_affine``: BatchNorms as their inference scale and shift. Without
+    ``info`` (or ``info.arch``) the file records the model's layer shapes instead of an
+    architecture and decodes into a fresh instance of its class."""
     if float_dtype not in FLOAT_DTYPES:
         raise UserError(f"float storage must be one of {', '.join(FLOAT_DTYPES)}, got {float_dtype!r}")
-    plain = build_model(info.arch).state_dict()
+    info = info if info is not None else ModelInfo(None, None)
+    plain = _plain_state(model, info)
     affine = _affine_parameters(model) if bn_affine else {}
     skipped = set(statistic_keys(model)) if bn_affine else set()  # not stored: neutral on decoding
     layers, other = [], []
@@ -62,12 +67,13 @@ def encode_model(model: nn.Module, info: ModelInfo, *, float_dtype: str = "float
             tensor = affine[key] if key in affine else getattr(module, attr).detach().cpu()
             if tensor.shape != reference.shape:
                 raise UserError(f"tensor {key} has shape {tuple(tensor.shape)}, "
-                                f"architecture {info.arch.name} needs {tuple(reference.shape)}")
+                                f"architecture {info.name} needs {tuple(reference.shape)}")
             if parametrize.is_parametrized(module, attr) or (tensor.is_floating_point() and tensor.dim() >= 2):
                 layers.append(_encode_weight(key, module, attr, tensor, float_dtype))
             else:
                 other.append(_raw_bytes(key, tensor, float_dtype))
     stored = ModelInfo.from_dict(info.to_dict())
+    stored.modules = describe_all(model) if info.arch is None else {}
     stored.parametrizations = []
     record = {"stage": "encode", "format": "dsz", "float_dtype": float_dtype, "bn_affine": bn_affine}
     if stored.activation_quantizers:  # the .dsz holds weights only: the decoded model is plain
@@ -77,15 +83,18 @@ def encode_model(model: nn.Module, info: ModelInfo, *, float_dtype: str = "float
     return EncodedModel(stored, float_dtype, layers, b"".join(other), bn_affine)
 
 
-def decode_model(encoded: EncodedModel, source: str = "the .dsz file") -> tuple[nn.Module, ModelInfo]:
-    """Rebuild the plain model (eval mode) from ``encoded``; any inconsistency is a :class:`UserError`."""
-    model = build_model(encoded.info.arch)
+def decode_model(encoded: EncodedModel, source: str = "the .dsz file",
+                 model: nn.Module | None = None) -> tuple[nn.Module, ModelInfo]:
+    """Rebuild the plain model (eval mode) from ``encoded``, or fill ``model``, a fresh instance
+    of the encoded model's class (needed when the file has no architecture); any inconsistency
+    is a :class:`UserError`."""
+    model = prepared_model(encoded.info, model, source=source)
     plain = model.state_dict()
     state: dict[str, torch.Tensor] = {}
     for layer in encoded.layers:
         if layer.key not in plain or layer.key in state:
             raise UserError(f"{source}: layer {layer.key!r} is unknown or repeated "
-                            f"for {encoded.info.arch.name}")
+                            f"for {encoded.info.name}")
         if layer.shape != tuple(plain[layer.key].shape):
             raise UserError(f"{source}: layer {layer.key} has shape {layer.shape}, "
                             f"the architecture needs {tuple(plain[layer.key].shape)}")
@@ -100,6 +109,16 @@ def decode_model(encoded: EncodedModel, source: str = "the .dsz file") -> tuple[
     state.update(neutral)
     load_state_strict(model, state, source=source)
     return model.eval(), encoded.info
+
+
+def _plain_state(model: nn.Module, info: ModelInfo) -> dict[str, torch.Tensor]:
+    """The state dict of the plain model the file decodes into, in its order: a fresh build of a
+    zoo architecture, else ``model`` itself without its parametrizations and activation quantizers
+    (which keeps the order of every tensor that is not parametrized, the ``other`` tensors)."""
+    if info.arch is not None and not info.arch.is_builder:
+        return build_model(info.arch).state_dict()
+    plain = detach_hooked_submodules(baked_copy(model), ACTIVATION_QUANTIZER)
+    return plain.state_dict()
 
 
 def _affine_parameters(model: nn.Module) -> dict[str, torch.Tensor]:

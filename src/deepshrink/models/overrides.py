@@ -7,6 +7,10 @@ those modules of a freshly built zoo model, so a model file of a pruned model re
 the registry alone (the weights are loaded afterwards). Supported types: ``Conv2d``, ``Linear``,
 ``BatchNorm1d``/``BatchNorm2d`` and any class registered with :func:`register_override_type`
 that has a ``constructor_args() -> dict`` method.
+
+A model file without an architecture (the user's own class, rebuilt by the user) cannot know
+which modules were resized, so it records every overridable module (:func:`describe_all`);
+loading replaces only those whose fresh instance differs (:func:`apply_differing`).
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from torch import nn
+from torch.nn.utils.parametrize import type_before_parametrizations
 
 from deepshrink.errors import UserError
 
-__all__ = ["apply_overrides", "describe_module", "describe_modules", "register_override_type"]
+__all__ = ["apply_differing", "apply_overrides", "describe_all", "describe_module", "describe_modules",
+           "register_override_type"]
 
 
 def _conv_args(conv: nn.Conv2d) -> dict[str, Any]:
@@ -54,12 +60,44 @@ def register_override_type(cls: type[nn.Module]) -> type[nn.Module]:
     return cls
 
 
+def _overridable(module: nn.Module) -> bool:
+    """Whether ``module`` is exactly one of the overridable types (parametrized or not)."""
+    cls = type_before_parametrizations(module)
+    return cls.__name__ in _TYPES and cls is _TYPES[cls.__name__][0]
+
+
 def describe_module(module: nn.Module) -> dict[str, Any]:
     """``{"type": class name, **constructor arguments}`` of ``module`` (JSON values)."""
-    name = type(module).__name__
-    if name not in _TYPES or type(module) is not _TYPES[name][0]:
+    name = type_before_parametrizations(module).__name__
+    if not _overridable(module):
         raise ValueError(f"modules of type {name} cannot be recorded as overrides")
     return {"type": name, **_TYPES[name][1](module)}
+
+
+def describe_all(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Overrides recording every overridable module of ``model`` (what a model file without an
+    architecture keeps, since it cannot tell which were resized)."""
+    return {name: describe_module(module) for name, module in model.named_modules() if name and _overridable(module)}
+
+
+def apply_differing(model: nn.Module, overrides: dict[str, dict[str, Any]]) -> nn.Module:
+    """Apply those of ``overrides`` that differ from ``model``'s modules (a freshly built instance
+    of the class the overrides were recorded from); returns ``model``. A named module that is
+    missing or of another type is a :class:`UserError`."""
+    differing = {}
+    for name, spec in overrides.items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise UserError(f"the model has no module {name!r}, which the file records: "
+                            "is it an instance of the class that was saved?") from None
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        if type_before_parametrizations(module).__name__ != kind:
+            raise UserError(f"module {name!r} is a {type(module).__name__} but the file records a {kind}: "
+                            "is the model an instance of the class that was saved?")
+        if not _overridable(module) or describe_module(module) != spec:
+            differing[name] = spec
+    return apply_overrides(model, differing)
 
 
 def describe_modules(model: nn.Module, names: Iterable[str]) -> dict[str, dict[str, Any]]:
