@@ -1,10 +1,13 @@
 import pytest
 import torch
+from torch import nn
 from torch.nn.utils import parametrize
 
 from deepshrink.codec import decode_model, encode_model, from_bytes, to_bytes
 from deepshrink.errors import UserError
 from deepshrink.models import InputSpec, ModelInfo, build_model, make_spec
+from deepshrink.models.attach import register_parametrization
+from deepshrink.prune import WeightMask
 
 
 def test_round_trip_gives_identical_tensors_and_outputs(compressed):
@@ -81,6 +84,53 @@ def test_real_pruning_and_quantization_round_trip():
         x = torch.randn(4, 1, 8, 8)
         with torch.no_grad():
             assert torch.equal(decoded(x), model(x)), config
+
+
+@register_parametrization("test-sign")
+class Sign(nn.Module):
+    """A quantizer kind of this test only: each weight becomes +-(mean |w|) (the
+    QuantizedRepresentation protocol, nothing else shared with deepshrink's quantizers)."""
+
+    def forward(self, w):
+        codebook, indices = self.quantized_representation(w)
+        return codebook[0, indices]
+
+    def quantized_representation(self, original):
+        magnitude = original.abs().mean()
+        return torch.stack([-magnitude, magnitude]).view(1, 2), (original > 0).long()
+
+    def spec(self):
+        return {}
+
+    @classmethod
+    def from_spec(cls, tensor, args):
+        return cls()
+
+
+class Double(nn.Module):
+    def forward(self, w):
+        return 2 * w
+
+
+def test_a_quantizer_of_a_new_kind_is_found_where_it_sits_on_the_chain():
+    """scale -> Sign -> mask on conv2: the quantizer is neither first nor last, its input is the
+    scaled weight, and the mask after it only zeroes values, so the codec stores its codebook."""
+    spec = make_spec("digits-cnn")
+    torch.manual_seed(2)
+    model = build_model(spec).eval()
+    mask = (torch.rand_like(model.conv2.weight) > 0.6).float()
+    for step in (Double(), Sign(), WeightMask(mask)):
+        parametrize.register_parametrization(model.conv2, "weight", step, unsafe=True)
+    encoded = encode_model(model, ModelInfo(spec, InputSpec((1, 8, 8), (0.3,), (0.4,))))
+    layer = next(layer for layer in encoded.layers if layer.key == "conv2.weight")
+    magnitude = 2 * model.conv2.parametrizations.weight.original.abs().mean()
+    assert layer.raw is None  # coded from the quantizer's codebook, plus the zero column of the mask
+    assert sorted(layer.codebook.flatten().tolist()) == sorted([0.0, -magnitude.item(), magnitude.item()])
+    decoded, _ = decode_model(from_bytes(to_bytes(encoded)))
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(decoded.conv2.weight, model.conv2.weight)
+        assert torch.equal(decoded(x), model(x))
 
 
 def test_unknown_float_storage_is_a_user_error(compressed):

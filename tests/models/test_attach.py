@@ -214,36 +214,72 @@ def test_bad_records_and_registrations():
         register_hooked_submodule("test-no-roles")(ChannelScale)
 
 
+class Halves(nn.Module):
+    """A quantizer kind of this test: weights round to multiples of 0.5 (codebook -4..4)."""
+
+    levels = torch.arange(-8, 9).float().view(1, -1) / 2
+
+    def forward(self, w):
+        codebook, indices = self.quantized_representation(w)
+        return codebook[0, indices]
+
+    def quantized_representation(self, original):
+        return self.levels, (original.clamp(-4, 4) * 2).round().long() + 8
+
+
+def test_quantizer_of_finds_the_quantizer_anywhere_on_the_chain():
+    from deepshrink.models.attach import QuantizedRepresentation, quantized_representation_of, quantizer_of
+
+    conv = nn.Conv2d(2, 3, 1, bias=True)
+    assert quantizer_of(conv) is None and quantized_representation_of(conv) is None
+    scale, quantizer, mask = ChannelScale(3, offset=2.0), Halves(), ChannelScale(3)
+    for step in (scale, quantizer, mask):
+        parametrize.register_parametrization(conv, "weight", step)
+    assert isinstance(quantizer, QuantizedRepresentation) and not isinstance(mask, QuantizedRepresentation)
+    assert quantizer_of(conv) is quantizer and quantizer_of(conv, "bias") is None
+    codebook, indices = quantized_representation_of(conv)
+    original = conv.parametrizations.weight.original
+    assert torch.equal(indices, Halves().quantized_representation(3 * original)[1])  # scaled before it
+    assert torch.equal(codebook[0, indices], conv.weight) and not indices.requires_grad
+    last = Halves()
+    parametrize.register_parametrization(conv, "weight", last)
+    assert quantizer_of(conv) is last  # the one whose codes the weight holds
+
+
 def test_the_model_layer_imports_no_stage_above_it():
     """``deepshrink.models`` is the lower layer: no module of it imports (even lazily, inside a
-    function) the packages that build on it."""
+    function, or by a name given to importlib) the packages that build on it."""
     import ast
     from pathlib import Path
 
     import deepshrink.models
 
     above = ("deepshrink.prune", "deepshrink.quant", "deepshrink.train", "deepshrink.pipeline",
-             "deepshrink.codec", "deepshrink.analysis", "deepshrink.cli")
+             "deepshrink.codec", "deepshrink.analysis", "deepshrink.cli", "deepshrink.stages")
     offenders = []
     for path in Path(deepshrink.models.__file__).parent.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom)
+                     else [node.value] if isinstance(node, ast.Constant) and isinstance(node.value, str) else [])
             offenders += [f"{path.name}: {name}" for name in names
                           if any(name == top or name.startswith(top + ".") for top in above)]
     assert offenders == []
 
 
 @pytest.mark.slow
-def test_models_do_not_import_quant_until_a_file_needs_it(tmp_path):
-    """The model layer finds the activation quantizer's kind through the registry: a fresh
-    process that imports only ``deepshrink.models`` imports ``deepshrink.quant`` on first use."""
+def test_a_fresh_process_loads_every_stage_kind(tmp_path):
+    """The stage packages register their kinds on import (:mod:`deepshrink.stages`): a fresh
+    process that imports them and ``deepshrink.models`` loads a file with masks, quantizers and
+    activation quantizers."""
     import subprocess
     import sys
 
+    from deepshrink.prune import attach_masks
     from deepshrink.quant import QuantConfig, calibrate_activations, quantize_
 
     model, info = _model_and_info()
+    attach_masks(model, {"conv2": (torch.rand_like(model.conv2.weight) > 0.5).float()})
     quantize_(model, QuantConfig("linear", 8, activation_bits=8))
     calibrate_activations(model, [torch.randn(4, 1, 8, 8)])
     x = torch.randn(3, 1, 8, 8)
@@ -251,14 +287,14 @@ def test_models_do_not_import_quant_until_a_file_needs_it(tmp_path):
     torch.save(x, tmp_path / "x.pt")
     save_model(tmp_path / "m.safetensors", model, info)
     script = f"""
-import sys, torch
+import torch
+import deepshrink.stages
 import deepshrink.models as models
-assert "deepshrink.quant" not in sys.modules, "importing deepshrink.models imported deepshrink.quant"
 model, info = models.load_model({str(tmp_path / "m.safetensors")!r})
-assert "deepshrink.quant" in sys.modules
 x = torch.load({str(tmp_path / "x.pt")!r}, weights_only=True)
 expected = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=True)
 assert torch.equal(model(x), expected)
+assert {{p["kind"] for p in info.parametrizations}} == {{"mask", "linear-quant"}}
 assert len(info.activation_quantizers) > 0
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

@@ -23,8 +23,8 @@ Memory accesses are per call: input elements read, weight elements read (every p
 once) and output elements written; bytes use the tensor's dtype, and for weights the
 quantized size. Weights seen through parametrizations (masks, quantizers) are counted by
 their *effective* values: ``sparse_macs`` counts only MACs with a non-zero weight, and a
-weight whose last parametrization has ``quantized_representation(original) -> (codebook
-(G, K), indices)`` takes ceil(log2 K) bits per element plus 32 bits per codebook entry;
+weight with a quantizer on its parametrization chain (``quantized_representation(original) ->
+(codebook (G, K), indices)``) takes ceil(log2 K) bits per element plus 32 bits per codebook entry;
 other tensors take their dtype's width (32 bits for float32).
 """
 
@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from deepshrink.models.attach import effective_tensors
+from deepshrink.models.attach import effective_tensors, quantized_representation_of
 from deepshrink.models.layers.adder import AdderConv2d
 from deepshrink.models.zoo.vit import MultiHeadSelfAttention
 
@@ -200,15 +200,11 @@ def _rule_for(module: nn.Module) -> tuple[bool, Rule | None]:
 
 def _tensor_bits(module: nn.Module, name: str, tensor: torch.Tensor) -> int:
     """Storage bits of ``module.name``: quantized indices plus codebook, or the dtype width."""
-    if parametrize.is_parametrized(module, name):
-        chain = module.parametrizations[name]
-        if hasattr(chain[-1], "quantized_representation"):
-            original = chain.original
-            for step in list(chain)[:-1]:
-                original = step(original)
-            codebook, _ = chain[-1].quantized_representation(original.detach())
-            index_bits = max(1, math.ceil(math.log2(codebook.shape[-1])))
-            return tensor.numel() * index_bits + codebook.numel() * 32
+    representation = quantized_representation_of(module, name)
+    if representation is not None:
+        codebook, _ = representation
+        index_bits = max(1, math.ceil(math.log2(codebook.shape[-1])))
+        return tensor.numel() * index_bits + codebook.numel() * 32
     return tensor.numel() * tensor.element_size() * 8
 
 

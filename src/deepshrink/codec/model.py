@@ -1,11 +1,13 @@
 """Encoding a whole model: its weights through :mod:`deepshrink.codec.layer`, everything else raw.
 
-The state is walked in the order of the plain architecture's ``state_dict``. A weight whose
-last parametrization has ``quantized_representation(original) -> (codebook (G, K), indices)``
-is encoded from that codebook; every other weight (a tensor with 2 or more dimensions, or any
-parametrized tensor) from its effective float values, dense or sparse. All remaining tensors
-(BatchNorm parameters and running statistics, biases) are concatenated raw into ``other``:
-floating ones as ``float_dtype``, others (``num_batches_tracked``) in their own type.
+The state is walked in the order of the plain architecture's ``state_dict``. A weight with a
+quantizer anywhere on its parametrization chain (a
+:class:`~deepshrink.models.attach.QuantizedRepresentation`: ``quantized_representation(original)
+-> (codebook (G, K), indices)``) is encoded from that codebook; every other weight (a tensor
+with 2 or more dimensions, or any parametrized tensor) from its effective float values, dense
+or sparse. All remaining tensors (BatchNorm parameters and running statistics, biases) are
+concatenated raw into ``other``: floating ones as ``float_dtype``, others
+(``num_batches_tracked``) in their own type.
 
 ``float_dtype="float32"`` (the default) keeps the decoded model's outputs bit-identical to the
 encoded model's; ``"float16"`` halves the float bytes but rounds BatchNorm parameters, biases
@@ -29,6 +31,7 @@ from deepshrink.codec.batchnorm import (affine_batchnorms, inference_affine, neu
 from deepshrink.codec.layer import FLOAT_DTYPES, EncodedTensor, decode_tensor, encode_float, encode_quantized
 from deepshrink.errors import UserError
 from deepshrink.models import ModelInfo, build_model
+from deepshrink.models.attach import quantized_representation_of
 from deepshrink.models.attach import baked_copy, detach_hooked_submodules
 from deepshrink.models.file import ACTIVATION_QUANTIZER, load_state_strict, prepared_model
 from deepshrink.models.overrides import describe_all
@@ -147,15 +150,12 @@ def _encode_weight(key: str, module: nn.Module, attr: str, tensor: torch.Tensor,
 
 
 def _quantized_representation(module: nn.Module, attr: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """(codebook (G, K), indices) of a weight whose last parametrization is a quantizer that has
-    one (k-means, linear), else None."""
-    chain = module.parametrizations[attr] if parametrize.is_parametrized(module, attr) else None
-    if chain is None or not hasattr(chain[-1], "quantized_representation"):
+    """(codebook (G, K), indices) of a weight with a quantizer on its chain (k-means, linear),
+    else None."""
+    representation = quantized_representation_of(module, attr)
+    if representation is None:
         return None
-    original = chain.original
-    for step in list(chain)[:-1]:
-        original = step(original)
-    codebook, indices = chain[-1].quantized_representation(original)
+    codebook, indices = representation
     return codebook.detach().cpu().float().numpy(), indices.detach().cpu().numpy()
 
 

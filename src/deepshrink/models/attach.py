@@ -30,14 +30,21 @@ The hooks must be module-level functions that read the submodule from the module
 (``module.input_scaler``), so that ``copy.deepcopy`` / :func:`copy_model` keep them working.
 Model files record them as ``{"module": qualified name, "role": ..., "args": spec}``
 (:func:`describe_hooked_submodules`, :func:`restore_hooked_submodules`).
+
+The registries start empty and this module names no stage: each stage package registers its
+kinds when it is imported, and the top-level package imports the stage packages
+(:mod:`deepshrink.stages`), so whatever reads a model file finds every kind.
+
+A quantizer is a parametrization that also implements :class:`QuantizedRepresentation`;
+:func:`quantizer_of` finds it anywhere on a tensor's parametrization chain and
+:func:`quantized_representation_of` gives its codebook and indices (for the codec, the costs).
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -45,13 +52,10 @@ from torch.nn.utils import parametrize
 
 from deepshrink.errors import UserError
 
-# Packages that register parametrization and hooked-submodule kinds when imported.
-PROVIDERS = ("deepshrink.prune", "deepshrink.quant")
-
 
 class _Registry:
-    """Classes by ``kind`` name, for one sort of attachment (``what``: for messages). Looking up
-    an unknown kind imports the :data:`PROVIDERS` first, which register theirs on import."""
+    """Classes by ``kind`` name, for one sort of attachment (``what``: for messages), filled by
+    the packages that define them when they are imported."""
 
     def __init__(self, what: str):
         self.what = what
@@ -65,14 +69,11 @@ class _Registry:
         return cls
 
     def get(self, kind: str) -> type[nn.Module] | None:
-        """The class registered as ``kind`` so far, or None (no provider imported)."""
+        """The class registered as ``kind``, or None."""
         return self.classes.get(kind)
 
     def lookup(self, kind: str) -> type[nn.Module]:
         """The class registered as ``kind``; a :class:`UserError` naming it when none is."""
-        if kind not in self.classes:
-            for provider in PROVIDERS:
-                importlib.import_module(provider)
         try:
             return self.classes[kind]
         except KeyError:
@@ -89,7 +90,7 @@ def register_parametrization(kind: str) -> Callable[[type[nn.Module]], type[nn.M
 
 
 def parametrization_class(kind: str) -> type[nn.Module]:
-    """The class registered as ``kind`` (importing the stage packages on first use)."""
+    """The parametrization class registered as ``kind``."""
     return _PARAMETRIZATIONS.lookup(kind)
 
 
@@ -125,6 +126,48 @@ def restore_parametrizations(model: nn.Module, records: list[dict[str, Any]]) ->
         parametrize.register_parametrization(module, tensor_name, param, unsafe=True)
 
 
+@runtime_checkable
+class QuantizedRepresentation(Protocol):
+    """A quantizer: a parametrization whose output is ``codebook[g, indices]`` bit for bit
+    (``g``: the row of each element's group, 0 for a one-row codebook)."""
+
+    def quantized_representation(self, original: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(codebook (G, K), indices)`` of the weight this quantizer makes of ``original``
+        (the tensor as it reaches the quantizer)."""
+
+
+def _quantizer_position(module: nn.Module, tensor: str) -> int | None:
+    """Index in ``module.<tensor>``'s parametrization chain of the last parametrization that
+    implements :class:`QuantizedRepresentation`; None when there is none (or no chain)."""
+    if not parametrize.is_parametrized(module, tensor):
+        return None
+    chain = module.parametrizations[tensor]
+    return next((i for i in reversed(range(len(chain))) if isinstance(chain[i], QuantizedRepresentation)), None)
+
+
+def quantizer_of(module: nn.Module, tensor: str = "weight") -> QuantizedRepresentation | None:
+    """The quantizer on ``module.<tensor>``: the last parametrization of its chain that
+    implements :class:`QuantizedRepresentation`, wherever it sits (later ones, such as a mask,
+    may only zero values); None when there is none."""
+    position = _quantizer_position(module, tensor)
+    return None if position is None else module.parametrizations[tensor][position]
+
+
+@torch.no_grad()
+def quantized_representation_of(module: nn.Module, tensor: str = "weight") -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(codebook (G, K), indices)`` of the quantizer on ``module.<tensor>``, computed from the
+    tensor as that quantizer receives it (the original through the parametrizations before
+    it); None when the tensor has no quantizer."""
+    position = _quantizer_position(module, tensor)
+    if position is None:
+        return None
+    chain = module.parametrizations[tensor]
+    value = chain.original
+    for step in list(chain)[:position]:
+        value = step(value)
+    return chain[position].quantized_representation(value.detach())
+
+
 @dataclass(frozen=True)
 class HookedRole:
     """One place a hooked submodule can sit on a module: the ``attribute`` it is stored under
@@ -150,7 +193,7 @@ def register_hooked_submodule(kind: str) -> Callable[[type[nn.Module]], type[nn.
 
 
 def hooked_submodule_class(kind: str) -> type[nn.Module]:
-    """The class registered as hooked-submodule ``kind`` (importing the stage packages on first use)."""
+    """The class registered as hooked-submodule ``kind``."""
     return _HOOKED.lookup(kind)
 
 

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from deepshrink.errors import UserError
+from deepshrink.models.attach import quantizer_of  # re-exported: the quantizer on a module's weight
 from deepshrink.prune.select import prunable_layers
 from deepshrink.quant.activation import attach_activation_quantizers
 from deepshrink.quant.kmeans import INITS
@@ -106,16 +107,8 @@ def quantize_(model: nn.Module, config: QuantConfig) -> nn.Module:
     return model
 
 
-def quantizer_of(module: nn.Module) -> nn.Module | None:
-    """The quantizer on ``module.weight`` (the parametrization with a
-    ``quantized_representation``), or None."""
-    if not parametrize.is_parametrized(module, "weight"):
-        return None
-    return next((p for p in module.parametrizations.weight if hasattr(p, "quantized_representation")), None)
-
-
 def quantizers_of(model: nn.Module) -> dict[str, nn.Module]:
-    """Qualified layer name -> quantizer, for every quantized weight of ``model``."""
+    """Qualified layer name -> quantizer (:func:`quantizer_of`), for every quantized weight of ``model``."""
     found = {name: quantizer_of(module) for name, module in model.named_modules()}
     return {name: quantizer for name, quantizer in found.items() if quantizer is not None}
 

@@ -12,13 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepshrink.models.overrides import register_override_type
+from deepshrink.models.channels import register_channel_placer
 from deepshrink.models.registry import register_model
 from deepshrink.models.zoo._common import check_positive
 
 __all__ = ["BasicBlock", "CifarResNet", "ZeroPadShortcut"]
 
 
+@register_channel_placer  # structured pruning may move its channels; files record it as an override
 class ZeroPadShortcut(nn.Module):
     """Parameter-free option-A shortcut: subsample by ``stride``, zero-pad channels.
 
@@ -63,9 +64,6 @@ class ZeroPadShortcut(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.out_channels}, stride={self.stride}"
-
-
-register_override_type(ZeroPadShortcut)
 
 
 class BasicBlock(nn.Module):

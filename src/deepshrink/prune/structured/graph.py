@@ -6,9 +6,11 @@ graph, each tensor value knows the atom of each index along its channel axis, an
 couple atoms (a union-find): an addition couples the channels of its inputs index by index,
 a concatenation lays its inputs' channels end to end, a flatten into a Linear turns each
 channel into a block of features, a depthwise convolution and a BatchNorm keep the channels of
-their input, the option-A :class:`~deepshrink.models.zoo.resnet_cifar.ZeroPadShortcut` places
-its input channels between fresh zero channels, a grouped convolution of g groups couples
-channel j of every group (of its inputs, and of its filters: each group keeps the same count).
+their input, a channel placer (a layer registered with
+:func:`~deepshrink.models.channels.register_channel_placer`, such as the option-A zero-padding
+shortcut of the CIFAR ResNets) places its input channels between fresh zero channels, a grouped
+convolution of g groups couples channel j of every group (of its inputs, and of its filters:
+each group keeps the same count).
 Atoms that reach an operation this module does not understand (LayerNorm, attention reshapes,
 indexing, the model output, parameters used as tensors) are *blocked*: their channels are left
 alone, and the producing layers are reported in :attr:`DependencyGraph.skipped` with the reason.
@@ -29,7 +31,7 @@ from torch.fx.node import map_aggregate, map_arg
 from torch.fx.passes.shape_prop import ShapeProp
 
 from deepshrink.errors import UserError
-from deepshrink.models.zoo.resnet_cifar import ZeroPadShortcut
+from deepshrink.models.channels import ChannelPlacer, is_channel_placer
 from deepshrink.prune.structured.group import Group
 
 __all__ = ["DependencyGraph", "trace"]
@@ -47,7 +49,6 @@ _ADD = {operator.add, operator.sub, torch.add, torch.sub, "add", "sub"}
 _ELEMENTWISE = _ADD | {operator.mul, operator.truediv, torch.mul, torch.div, "mul", "div"}
 _RESHAPE = {torch.flatten, torch.reshape, "flatten", "view", "reshape"}
 _REDUCE = {torch.mean, torch.sum, torch.amax, "mean", "sum", "amax"}
-_LEAVES = (ZeroPadShortcut,)
 
 
 @dataclass(frozen=True)
@@ -60,14 +61,14 @@ class Chan:
 
 
 class _Tracer(fx.Tracer):
-    """Keeps ZeroPadShortcut whole and remembers the innermost module a failure happened in."""
+    """Keeps channel placers whole and remembers the innermost module a failure happened in."""
 
     def __init__(self) -> None:
         super().__init__()
         self.failed_in: str | None = None
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, _LEAVES) or super().is_leaf_module(m, qualname)
+        return is_channel_placer(m) or super().is_leaf_module(m, qualname)
 
     def call_module(self, m, forward, args, kwargs):
         try:
@@ -217,8 +218,8 @@ class DependencyGraph:
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and isinstance(x, Chan) and x.axis == 1:
             self._attach(x.ids, name, "bn")
             return x
-        if isinstance(module, ZeroPadShortcut) and isinstance(x, Chan) and x.axis == 1:
-            return self._zero_pad(name, module, x, shape)
+        if is_channel_placer(module) and isinstance(x, Chan) and x.axis == 1:
+            return self._placer(name, module, x, shape)
         if isinstance(module, _PASS_MODULES):
             return self._passthrough(node, x, shape, args)
         if isinstance(module, nn.Flatten) and isinstance(x, Chan):
@@ -262,9 +263,9 @@ class DependencyGraph:
                 self._block(x, f"{name}: Linear over a dimension that is not the channel axis")
         return Chan(len(shape) - 1, self._new(linear.out_features, name, "out"), len(shape))
 
-    def _zero_pad(self, name: str, pad: ZeroPadShortcut, x: Chan, shape: tuple[int, ...]) -> Chan:
-        ids = list(self._new(pad.out_channels))
-        for k, position in enumerate(pad.positions):
+    def _placer(self, name: str, placer: ChannelPlacer, x: Chan, shape: tuple[int, ...]) -> Chan:
+        ids = list(self._new(placer.out_channels))
+        for k, position in enumerate(placer.positions):
             ids[position] = x.ids[k]
         self._attach(x.ids, name, "pad_in")
         self._attach(tuple(ids), name, "pad_out")

@@ -14,7 +14,7 @@ role       slices
 ``gin``    grouped Conv2d input channels: weight dim 1, index j within each group (the
            channel is input j of every group; the layer's groups each lose it)
 ``bn``     BatchNorm weight, bias, running mean and variance
-``pad_in`` ZeroPadShortcut input channels; ``pad_out``: its output channels
+``pad_in`` a channel placer's (ZeroPadShortcut's) inputs; ``pad_out``: its outputs
 =========  ==========================================================================
 """
 

@@ -1,20 +1,22 @@
 """Physical removal: slice weights, biases and BatchNorm statistics down to the kept channels.
 
 Conv2d, Linear and BatchNorm modules are resized in place (same objects, smaller tensors,
-updated ``in_channels`` / ``out_channels`` / ``num_features`` / ...); a ZeroPadShortcut is
-replaced by one with the new channel positions. The result is an ordinary dense model.
+updated ``in_channels`` / ``out_channels`` / ``num_features`` / ...); a channel placer
+(:mod:`deepshrink.models.channels`, such as the option-A shortcut) is replaced by one with the
+new channel positions. The result is an ordinary dense model.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from deepshrink.errors import UserError
-from deepshrink.models.zoo.resnet_cifar import ZeroPadShortcut
+from deepshrink.models.channels import ChannelPlacer, is_channel_placer, placed
 from deepshrink.prune.structured.group import Group
 
 __all__ = ["attached_error", "remove_channels"]
@@ -77,19 +79,23 @@ def _resize_batchnorm(bn: nn.modules.batchnorm._BatchNorm, removed: dict[str, Te
     bn.num_features = len(keep)
 
 
-def _resize_zero_pad(pad: ZeroPadShortcut, removed: dict[str, Tensor]) -> ZeroPadShortcut:
-    """A new shortcut: kept input channels keep their order, each landing at its old position's
-    rank among the kept output channels."""
+def _resize_placer(placer: ChannelPlacer, removed: dict[str, Tensor]) -> nn.Module:
+    """A new channel placer: kept input channels keep their order, each landing at its old
+    position's rank among the kept output channels."""
     none = torch.empty(0, dtype=torch.long)
-    keep_in = _keep(pad.in_channels, removed.get("pad_in", none)).tolist()
-    keep_out = _keep(pad.out_channels, removed.get("pad_out", none)).tolist()
+    keep_in = _keep(placer.in_channels, removed.get("pad_in", none)).tolist()
+    keep_out = _keep(placer.out_channels, removed.get("pad_out", none)).tolist()
     new_position = {old: new for new, old in enumerate(keep_out)}
-    positions = [new_position[pad.positions[k]] for k in keep_in]
-    return ZeroPadShortcut(len(keep_in), len(keep_out), pad.stride, positions).train(pad.training)
+    return placed(placer, len(keep_out), [new_position[placer.positions[k]] for k in keep_in])
 
 
 _RESIZERS = {nn.Conv2d: _resize_conv, nn.Linear: _resize_linear, nn.BatchNorm1d: _resize_batchnorm,
-             nn.BatchNorm2d: _resize_batchnorm, ZeroPadShortcut: _resize_zero_pad}
+             nn.BatchNorm2d: _resize_batchnorm}
+
+
+def _resizer(module: nn.Module) -> Callable[[nn.Module, dict[str, Tensor]], nn.Module | None]:
+    """The function that resizes ``module`` in place (or returns its replacement)."""
+    return _resize_placer if is_channel_placer(module) else _RESIZERS[type(module)]
 
 
 @torch.no_grad()
@@ -109,7 +115,7 @@ def remove_channels(model: nn.Module, plan: dict[Group, Tensor]) -> list[str]:
         module = model.get_submodule(name)
         if parametrize.is_parametrized(module):
             raise attached_error(name)
-        replacement = _RESIZERS[type(module)](module, {role: torch.cat(parts) for role, parts in roles.items()})
+        replacement = _resizer(module)(module, {role: torch.cat(parts) for role, parts in roles.items()})
         if replacement is not None:
             parent, _, attr = name.rpartition(".")
             device = next((p.device for p in model.parameters()), torch.device("cpu"))
