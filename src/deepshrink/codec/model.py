@@ -31,8 +31,7 @@ from deepshrink.codec.batchnorm import (affine_batchnorms, inference_affine, neu
 from deepshrink.codec.layer import FLOAT_DTYPES, EncodedTensor, decode_tensor, encode_float, encode_quantized
 from deepshrink.errors import UserError
 from deepshrink.models import ModelInfo, build_model
-from deepshrink.models.attach import quantized_representation_of
-from deepshrink.models.attach import baked_copy, detach_hooked_submodules
+from deepshrink.models.attach import baked_copy, detach_hooked_submodules, quantized_representation_of
 from deepshrink.models.file import ACTIVATION_QUANTIZER, load_state_strict, prepared_model
 from deepshrink.models.overrides import describe_all
 
