@@ -42,7 +42,8 @@ from deepshrink.models.attach import effective_tensors, quantized_representation
 from deepshrink.models.layers.adder import AdderConv2d
 from deepshrink.models.zoo.vit import MultiHeadSelfAttention
 
-__all__ = ["COST_RULES", "CostReport", "LayerCost", "OpCost", "cost_rule", "format_costs", "model_costs"]
+__all__ = ["COST_RULES", "CostReport", "LayerCost", "OpCost", "cost_rule", "format_costs", "model_costs",
+           "operand_accesses"]
 
 
 @dataclass
@@ -153,6 +154,18 @@ def linear_cost(linear: nn.Linear, inputs: tuple, output: torch.Tensor) -> OpCos
     rows = output.numel() // linear.out_features
     macs, sparse = _weight_uses(linear.weight, rows * linear.weight.numel())
     return OpCost("linear", macs, sparse, _numel(inputs[:1]), output.numel())
+
+
+def operand_accesses(layer: LayerCost) -> int:
+    """Memory accesses of ``layer`` without reuse, the textbook count: every MAC reads one input
+    and one weight element and every output element is written once, 2·MACs + outputs. For a k x k
+    convolution with C input and output channels on an H x W output map: regular 2·H·W·k²·C² +
+    H·W·C, depthwise 2·H·W·k²·C + H·W·C, pointwise 2·H·W·C² + H·W·C. The report's
+    ``input_reads + weight_reads + output_writes`` is the other bound: every element moved once.
+    A layer without MACs (BatchNorm, pooling) gets its reads plus writes."""
+    if layer.macs:
+        return 2 * layer.macs + layer.output_writes
+    return layer.input_reads + layer.weight_reads + layer.output_writes
 
 
 @cost_rule(MultiHeadSelfAttention)
