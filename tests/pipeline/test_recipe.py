@@ -71,7 +71,7 @@ def test_missing_required_keys():
     assert error_of(HEAD + "  - train: {epochs: 1}\n  - prune:\n      epochs: 2\n") == \
         "r.yaml line 7: stages[1].prune: missing required key 'amount'"
     assert "line 3: data: cifar10 needs 'dir'" in error_of(HEAD.replace("synthetic", "cifar10") + "  - train: {epochs: 1}\n")
-    assert "line 4: model: give exactly one of zoo, pretrained, file" in error_of(
+    assert "line 4: model: give exactly one of zoo, builder, pretrained, file" in error_of(
         HEAD.replace("{zoo: digits-cnn}", "{zoo: lenet5, file: m}") + "  - train: {epochs: 1}\n")
 
 

@@ -8,8 +8,9 @@ from typing import Sequence
 
 from deepshrink.cli import (bench, decode, demo, early_exit_sweep, encode, evaluate, export, import_pretrained, prune, quantize,
                             report, run, sparse_opt, train)
-from deepshrink.cli.args import Parser
+from deepshrink.cli.args import Parser, with_allowed_builders
 from deepshrink.errors import UserError
+from deepshrink.models.builders import BuilderNotAllowed
 
 COMMANDS = (demo, train, evaluate, bench, import_pretrained, prune, report, sparse_opt, encode, decode, quantize, export, run,
             early_exit_sweep)
@@ -28,7 +29,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; user mistakes exit with 2 and one line on stderr."""
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args) or 0
+        return args.run(with_allowed_builders(args)) or 0
+    except BuilderNotAllowed as exc:  # name the flag, not the API argument
+        print(f"deepshrink: error: {exc.naming('--allow-builder {package}')}", file=sys.stderr)
+        return 2
     except UserError as exc:
         print(f"deepshrink: error: {exc}", file=sys.stderr)
         return 2

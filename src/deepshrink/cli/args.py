@@ -53,6 +53,64 @@ def key_value(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def model_choice(text: str) -> str:
+    """``--model``: a zoo name or a builder ``PKG.MODULE:FUNCTION`` (checked, not imported yet)."""
+    from deepshrink.errors import UserError
+    from deepshrink.models import model_names
+    from deepshrink.models.builders import check_builder_name, is_builder_name
+
+    if is_builder_name(text):
+        try:
+            return check_builder_name(text)
+        except UserError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    if text not in model_names():
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose a zoo model: {', '.join(model_names())}; "
+                                         "or a builder PKG.MODULE:FUNCTION)")
+    return text
+
+
+def add_builder_args(parser: argparse.ArgumentParser, model_files: tuple[str, ...] = ("model_file", "teacher")) -> None:
+    """``--allow-builder PKG`` (repeatable): the model files named by the arguments ``model_files``
+    (their dests) may name builders from these packages."""
+    parser.add_argument("--allow-builder", metavar="PKG", action="append", default=[],
+                        help="let model files that name a builder PKG.MODULE:FUNCTION from package PKG import "
+                             "it (only for code you trust; repeatable)")
+    parser.set_defaults(model_file_args=model_files)
+
+
+def allowed_builders(args: argparse.Namespace) -> tuple[str, ...]:
+    """The packages whose builders model files may name: ``--allow-builder``, and the package of
+    a builder given with ``--model`` (named by the user, so allowed for this run)."""
+    from deepshrink.models.builders import builder_package, is_builder_name
+
+    model = getattr(args, "model", None)
+    explicit = (builder_package(model),) if isinstance(model, str) and is_builder_name(model) else ()
+    return (*getattr(args, "allow_builder", ()), *explicit)
+
+
+def with_allowed_builders(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with every model-file argument (those :func:`add_builder_args` named) a
+    :class:`~deepshrink.models.ModelPath` carrying :func:`allowed_builders`, so that the jobs
+    load them with that permission; in place, returned."""
+    from deepshrink.errors import UserError
+    from deepshrink.models import ModelPath
+    from deepshrink.models.builders import check_allow_list
+
+    if not hasattr(args, "allow_builder"):
+        return args
+    for package in args.allow_builder:
+        try:
+            check_allow_list([package])
+        except UserError:
+            raise UserError(f"--allow-builder {package!r} is not a package name such as mypkg") from None
+    allowed = allowed_builders(args)
+    for name in args.model_file_args:
+        if isinstance(getattr(args, name, None), str):
+            setattr(args, name, ModelPath(getattr(args, name), allowed))
+    return args
+
+
 def set_threads(threads: int | None) -> None:
     """Set torch's intra-op thread count when asked."""
     if threads is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from deepshrink.cli.args import nonneg_int, positive_int, print_json
+from deepshrink.cli.args import add_builder_args, nonneg_int, positive_int, print_json
 from deepshrink.pipeline.bench import bench_model_file
 
 
@@ -18,6 +18,7 @@ def register(sub) -> None:
     p.add_argument("--optimize", action="store_true",
                    help="time the model with BatchNorm folded into the convolutions and channels-last weights")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_builder_args(p)
     p.set_defaults(run=run)
 
 

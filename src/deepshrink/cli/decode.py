@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from deepshrink.cli.args import add_builder_args
 from deepshrink.codec import decode_file
 
 
@@ -11,6 +12,7 @@ def register(sub) -> None:
     p = sub.add_parser("decode", help="decode a .dsz file into a model file", description=__doc__)
     p.add_argument("dsz_file", metavar="DSZ_FILE")
     p.add_argument("--out", required=True, metavar="MODEL_FILE", help="the model file to write")
+    add_builder_args(p, ("dsz_file",))
     p.set_defaults(run=run)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from deepshrink.cli.args import add_data_args, positive_int, print_json, set_threads
+from deepshrink.cli.args import add_builder_args, add_data_args, positive_int, print_json, set_threads
 from deepshrink.models.early_exit import CRITERIA
 from deepshrink.pipeline.datasets import load_split
 from deepshrink.pipeline.early_exit import early_exit_sweep, format_sweep
@@ -34,6 +34,7 @@ def register(sub) -> None:
     p.add_argument("--threads", type=positive_int)
     p.add_argument("--plot", metavar="FILE.png", help="also write accuracy against MACs as a PNG")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_builder_args(p)
     p.set_defaults(run=run)
 
 

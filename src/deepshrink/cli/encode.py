@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from deepshrink.cli.args import add_builder_args
 from deepshrink.codec import codec_report, encode_file, format_codec_report
 
 
@@ -17,6 +18,7 @@ def register(sub) -> None:
     p.add_argument("--bn-affine", action="store_true",
                    help="store each BatchNorm as its inference scale and shift, without running statistics "
                         "(half its bytes; outputs equal within float rounding)")
+    add_builder_args(p)
     p.set_defaults(run=run)
 
 

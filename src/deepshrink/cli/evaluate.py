@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from deepshrink.cli.args import add_data_args, positive_int, print_json, set_threads
+from deepshrink.cli.args import add_builder_args, add_data_args, positive_int, print_json, set_threads
 from deepshrink.pipeline.datasets import load_split
 from deepshrink.pipeline.evaluate import evaluate_model_file
 
@@ -18,6 +18,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=positive_int)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_builder_args(p)
     p.set_defaults(run=run)
 
 

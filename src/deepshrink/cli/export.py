@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from deepshrink.cli.args import add_data_args, positive_int
+from deepshrink.cli.args import add_builder_args, add_data_args, positive_int
 from deepshrink.pipeline.datasets import load_split
 from deepshrink.pipeline.export import FORMATS, export_job
 from deepshrink.quant.int8 import CALIBRATION_METHODS
@@ -29,6 +29,7 @@ def register(sub) -> None:
                         "whose uint8 x int8 kernels saturate on full-range weights")
     p.add_argument("--keep-float", nargs="*", metavar="MODULE",
                    help="modules left in float32 (default: first conv and last classifier)")
+    add_builder_args(p)
     p.set_defaults(run=run)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from deepshrink.cli.args import fraction_up_to_one, nonneg_float, nonneg_int, positive_int, set_threads, unit_interval
+from deepshrink.cli.args import (add_builder_args, fraction_up_to_one, nonneg_float, nonneg_int, positive_int,
+                                 set_threads, unit_interval)
 from deepshrink.cli.finetune import add_finetune_args, finetune_plan
 from deepshrink.train.distributed import current
 from deepshrink.errors import UserError
@@ -56,6 +57,7 @@ def register(sub) -> None:
                    help="prune the first convolution and the classifier too")
     p.add_argument("--out", required=True, metavar="MODEL_FILE", help="where to write the pruned model")
     add_finetune_args(p)
+    add_builder_args(p)
     p.set_defaults(run=run)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from deepshrink.cli.args import nonneg_int, positive_float, positive_int, print_json, set_threads
+from deepshrink.cli.args import add_builder_args, nonneg_int, positive_float, positive_int, print_json, set_threads
 from deepshrink.cli.finetune import add_finetune_args, finetune_plan
 from deepshrink.errors import UserError
 from deepshrink.pipeline.datasets import load_split
@@ -54,6 +54,7 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="MODEL_FILE", help="where to write the quantized model")
     add_finetune_args(p)
     p.add_argument("--json", action="store_true", help="print the history record as JSON")
+    add_builder_args(p)
     p.set_defaults(run=run)
 
 

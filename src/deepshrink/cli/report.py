@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from deepshrink.cli.args import print_json
+from deepshrink.cli.args import add_builder_args, print_json
 from deepshrink.pipeline.report import build_report, format_report
 
 
@@ -15,6 +15,7 @@ def register(sub) -> None:
     p.add_argument("--filters", action="store_true",
                    help="add which image filter (Sobel, Laplacian, average) each first-layer kernel resembles")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    add_builder_args(p)
     p.set_defaults(run=run)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from deepshrink.cli.args import add_builder_args
 from deepshrink.pipeline.recipe import load_recipe
 from deepshrink.pipeline.run_report import format_stage_table
 from deepshrink.pipeline.runner import run_recipe
@@ -19,12 +20,13 @@ def register(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="run folder (default: the recipe's 'out', relative to here)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: skip finished stages, resume training from checkpoints")
+    add_builder_args(p, ())
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe)
-    result = run_recipe(recipe, out=args.out, resume=args.resume,
+    result = run_recipe(recipe, out=args.out, resume=args.resume, allow_builders=args.allow_builder,
                         on_stage=lambda record, skipped: print(
                             f"{record.folder}: {'already finished' if skipped else 'done'}, "
                             f"top-1 {100 * record.top1:.2f}%, {record.bytes:,} bytes ({record.seconds:.1f} s)",

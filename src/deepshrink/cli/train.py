@@ -1,11 +1,13 @@
-"""``deepshrink train``: train a zoo model (or continue a model file) on a dataset."""
+"""``deepshrink train``: train a zoo model, or a model from any builder PKG.MODULE:FUNCTION (or
+continue a model file), on a dataset."""
 
 from __future__ import annotations
 
 import argparse
 
-from deepshrink.cli.args import (add_data_args, add_distill_args, distill_hooks, key_value, nonneg_float, nonneg_int, positive_float,
-                                 positive_int, set_threads, unit_interval)
+from deepshrink.cli.args import (add_builder_args, add_data_args, add_distill_args, distill_hooks, key_value,
+                                 model_choice, nonneg_float, nonneg_int, positive_float, positive_int, set_threads,
+                                 unit_interval)
 from deepshrink.models import model_names
 from deepshrink.models.early_exit import EARLY_EXIT_ARCH
 from deepshrink.pipeline.datasets import load_split
@@ -19,7 +21,9 @@ from deepshrink.train.schedule import SCHEDULES
 def register(sub) -> None:
     p = sub.add_parser("train", help="train a model", description=__doc__)
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", choices=model_names(), help="zoo model to train from scratch")
+    source.add_argument("--model", type=model_choice, metavar="MODEL",
+                        help=f"model to train from scratch: a zoo model ({', '.join(model_names())}) or any "
+                             "builder PKG.MODULE:FUNCTION returning a torch.nn.Module (its options from --model-opt)")
     source.add_argument("--init", metavar="MODEL_FILE", help="model file to continue training")
     p.add_argument("--model-opt", metavar="KEY=VALUE", type=key_value, action="append", default=[],
                    help="builder option, e.g. shortcut=B or width=32 (repeatable)")
@@ -55,6 +59,7 @@ def register(sub) -> None:
     p.add_argument("--exit-weights", type=nonneg_float, nargs="+", metavar="W",
                    help="loss weight of each exit (default 1 each); the final classifier weighs 1")
     add_distill_args(p)
+    add_builder_args(p, ("init", "teacher"))
     p.set_defaults(run=run)
 
 

@@ -75,6 +75,7 @@ def encode_model(model: nn.Module, info: ModelInfo | None = None, *, float_dtype
             else:
                 other.append(_raw_bytes(key, tensor, float_dtype))
     stored = ModelInfo.from_dict(info.to_dict())
+    stored.arch = info.arch  # keeps a builder the caller allowed (resolved), so the encoding can be rebuilt
     stored.modules = describe_all(model) if info.arch is None else {}
     stored.parametrizations = []
     record = {"stage": "encode", "format": "dsz", "float_dtype": float_dtype, "bn_affine": bn_affine}

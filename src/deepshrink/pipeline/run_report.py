@@ -34,8 +34,9 @@ REPORT_HTML = "report.html"
 LAYER_TYPES = ("Conv2d", "Linear")
 
 
-def write_run_report(out: str | os.PathLike, *, title: str = "deepshrink run") -> Path:
-    """Write ``out/report.md``, ``out/report.html`` and the plots; returns the Markdown path."""
+def write_run_report(out: str | os.PathLike, *, title: str = "deepshrink run", allow_builders=()) -> Path:
+    """Write ``out/report.md``, ``out/report.html`` and the plots; returns the Markdown path.
+    ``allow_builders``: the packages whose builders the run's model files may name."""
     out = Path(out)
     records = read_records(out)
     blocks: list[tuple] = [("h1", title), ("h2", "Stages"), stage_table(records),
@@ -43,11 +44,11 @@ def write_run_report(out: str | os.PathLike, *, title: str = "deepshrink run") -
                                  "model file, the .dsz, the export); ratio: the float32 safetensors of the "
                                  "starting model over that size. Latency: batch 1, median of 10 passes, one "
                                  "thread unless the recipe sets threads.")]
-    blocks += _layer_blocks(out, records)
+    blocks += _layer_blocks(out, records, allow_builders)
     blocks.append(("h2", "Plots"))
     for name, draw in (("accuracy_vs_ratio.png", _plot_accuracy_ratio), ("sparsity.png", _plot_sparsity),
                        ("weights.png", _plot_weights), ("training.png", _plot_training)):
-        figure = draw(out, records)
+        figure = draw(out, records, allow_builders)
         if figure is not None:
             _save_figure(figure, out / name)
             blocks.append(("img", name))
@@ -83,10 +84,10 @@ def _notes(record: StageRecord) -> str:
     return ", ".join(f"{k}={v}" for k, v in record.options.items() if not isinstance(v, (dict, list, tuple)))
 
 
-def _layer_blocks(out: Path, records: list[StageRecord]) -> list[tuple]:
+def _layer_blocks(out: Path, records: list[StageRecord], allow_builders=()) -> list[tuple]:
     encoded = [r for r in records if r.artefact.endswith(".dsz")]
     if encoded:
-        report = codec_report(read_dsz(out / encoded[-1].artefact))
+        report = codec_report(read_dsz(out / encoded[-1].artefact, allow_builders=allow_builders))
         rows = [[row.key, row.layout, f"{row.weights:,}", f"{row.nonzeros:,}", str(row.index_bits or "-"),
                  str(row.weight_bits), _bits(row.values), _bits(row.index), f"{row.bytes:,}"] for row in report.layers]
         rows.append(["other tensors (BatchNorm, biases)", "raw", f"{report.other_values:,}", "", "", "", "", "",
@@ -102,7 +103,8 @@ def _layer_blocks(out: Path, records: list[StageRecord]) -> list[tuple]:
     if last is None:
         return []
     rows = [[r.name, r.type, f"{r.params:,}", f"{r.nonzero:,}", f"{100 * r.sparsity:.1f}%"]
-            for r in layer_sparsity(load_model(out / last.evaluated)[0]) if r.type in LAYER_TYPES]
+            for r in layer_sparsity(load_model(out / last.evaluated, allow_builders=allow_builders)[0])
+            if r.type in LAYER_TYPES]
     return [("h2", f"Layers of {last.evaluated}"),
             ("table", ["layer", "type", "params", "non-zeros", "sparsity"], rows)]
 
@@ -118,7 +120,7 @@ def _last_model_record(records: list[StageRecord]) -> StageRecord | None:
 
 # --- plots: each returns a figure, or None when the run has nothing to show ----------------------
 
-def _plot_accuracy_ratio(out: Path, records: list[StageRecord]):
+def _plot_accuracy_ratio(out: Path, records: list[StageRecord], allow_builders=()):
     figure, axes = plt.subplots(figsize=(6, 4))
     axes.plot([r.ratio for r in records], [100 * r.top1 for r in records], "o-")
     for r in records:
@@ -129,11 +131,12 @@ def _plot_accuracy_ratio(out: Path, records: list[StageRecord]):
     return figure
 
 
-def _plot_sparsity(out: Path, records: list[StageRecord]):
+def _plot_sparsity(out: Path, records: list[StageRecord], allow_builders=()):
     last = _last_model_record(records)
     if last is None:
         return None
-    rows = [r for r in layer_sparsity(load_model(out / last.evaluated)[0]) if r.type in LAYER_TYPES]
+    model = load_model(out / last.evaluated, allow_builders=allow_builders)[0]
+    rows = [r for r in layer_sparsity(model) if r.type in LAYER_TYPES]
     figure, axes = plt.subplots(figsize=(max(6, 0.35 * len(rows)), 4))
     axes.bar(range(len(rows)), [100 * r.sparsity for r in rows])
     axes.set_xticks(range(len(rows)), [r.name for r in rows], rotation=90, fontsize=7)
@@ -141,12 +144,12 @@ def _plot_sparsity(out: Path, records: list[StageRecord]):
     return figure
 
 
-def _plot_weights(out: Path, records: list[StageRecord]):
+def _plot_weights(out: Path, records: list[StageRecord], allow_builders=()):
     index = next((i for i, r in enumerate(records) if r.kind == "quantize"), None)
     if index is None or index == 0:
         return None
-    after, _ = load_model(out / records[index].model)
-    before, _ = load_model(out / records[index - 1].model)
+    after, _ = load_model(out / records[index].model, allow_builders=allow_builders)
+    before, _ = load_model(out / records[index - 1].model, allow_builders=allow_builders)
     names = list(quantizers_of(after))
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharex=True)
     for ax, model, label in ((axes[0], before, "before quantization"), (axes[1], after, "after quantization")):
@@ -163,7 +166,7 @@ def _nonzero_weights(model: torch.nn.Module, names: list[str]) -> torch.Tensor:
     return weights[weights != 0]
 
 
-def _plot_training(out: Path, records: list[StageRecord]):
+def _plot_training(out: Path, records: list[StageRecord], allow_builders=()):
     runs = [(r.folder, _metrics(out / r.folder)) for r in records]
     runs = [(name, rows) for name, rows in runs if rows]
     if not runs:

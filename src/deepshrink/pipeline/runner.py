@@ -35,7 +35,8 @@ from deepshrink.codec.files import decode_file
 from deepshrink.codec.report import float32_size
 from deepshrink.data import BatchLoader, ImageDataset
 from deepshrink.errors import UserError
-from deepshrink.models import build_model, load_model, save_model
+from deepshrink.models import ModelPath, build_model, load_model, save_model
+from deepshrink.models.builders import builder_package, check_allow_list
 from deepshrink.pipeline.bench import bench_model_file
 from deepshrink.pipeline.datasets import check_fits, load_split
 from deepshrink.pipeline.evaluate import evaluate_model_file
@@ -80,11 +81,12 @@ class _Context:
     baseline_bytes: int = 0
     original: Path | None = None   # the model before the first compressing stage
     continue_training: bool = False  # the stage being run continues from its train/last.ckpt
+    allow_builders: tuple[str, ...] = ()  # packages whose builders the run's model files may name
 
 
 def run_recipe(recipe: Recipe, *, out: str | os.PathLike | None = None, resume: bool = False,
                progress: bool | None = None,
-               on_stage: Callable[[StageRecord, bool], None] | None = None) -> RunResult:
+               on_stage: Callable[[StageRecord, bool], None] | None = None, allow_builders=()) -> RunResult:
     """Run ``recipe`` into ``out`` (default: ``recipe.out``); returns the finished stages.
 
     With ``resume``, the finished stages up to the first unfinished one are skipped (they
@@ -93,6 +95,8 @@ def run_recipe(recipe: Recipe, *, out: str | os.PathLike | None = None, resume: 
     that already holds stages is an error.
     ``on_stage(record, skipped)`` is called after each stage (on rank 0 only under torchrun).
     Under torchrun every rank calls this with the same recipe and gets the same result.
+    Model files may name builders from the ``allow_builders`` packages and from the package of
+    the recipe's own ``model.builder``.
     """
     out = Path(out if out is not None else recipe.out)
     ranks = RankSync.join(recipe.device)
@@ -101,16 +105,17 @@ def run_recipe(recipe: Recipe, *, out: str | os.PathLike | None = None, resume: 
     if recipe.threads is not None:
         torch.set_num_threads(recipe.threads)
     try:
-        return _run(recipe, out, resume, progress, ranks, on_stage if ranks.is_main else None)
+        return _run(recipe, out, resume, progress, ranks, on_stage if ranks.is_main else None,
+                    _allowed(recipe, allow_builders))
     finally:
         torch.set_num_threads(threads)
 
 
 def _run(recipe: Recipe, out: Path, resume: bool, progress: bool | None, ranks: RankSync,
-         on_stage: Callable[[StageRecord, bool], None] | None) -> RunResult:
+         on_stage: Callable[[StageRecord, bool], None] | None, allow_builders: tuple[str, ...]) -> RunResult:
     ctx = _Context(recipe, out, load_split(recipe.data.name, "train", recipe.data.dir, recipe.data.limit_train),
                    load_split(recipe.data.name, "test", recipe.data.dir, recipe.data.limit_test), resume, progress,
-                   ranks)
+                   ranks, allow_builders=allow_builders)
     stages: list[tuple[str, Stage | None]] = [("model", None), *((s.kind, s) for s in recipe.stages)]
     records, resumed, model = [], [], None
     for index, (kind, stage) in enumerate(stages):
@@ -128,12 +133,19 @@ def _run(recipe: Recipe, out: Path, resume: bool, progress: bool | None, ranks: 
             ranks.agree(lambda: _check_visible(out, record))
         if index == 0:
             ctx.baseline_bytes = record.details["float32_bytes"]
-        model = out / record.model if record.model is not None else model
+        model = ModelPath(out / record.model, allow_builders) if record.model is not None else model
         records.append(record)
         if on_stage is not None:
             on_stage(record, index in resumed)
-    report = Path(ranks.on_main(lambda: str(write_run_report(out, title=recipe.name))))
+    report = Path(ranks.on_main(lambda: str(write_run_report(out, title=recipe.name, allow_builders=allow_builders))))
     return RunResult(out, records, resumed, report, len(ctx.train_set), len(ctx.test_set))
+
+
+def _allowed(recipe: Recipe, allow_builders) -> tuple[str, ...]:
+    """The builder packages the run's model files may name: ``allow_builders`` and the package
+    of the recipe's ``model.builder`` (named by the user, so allowed)."""
+    explicit = (builder_package(recipe.model.name),) if recipe.model.kind == "builder" else ()
+    return (*check_allow_list(allow_builders), *explicit)
 
 
 def _check_can_start(recipe: Recipe, out: Path, resume: bool) -> None:
@@ -188,7 +200,7 @@ def _options(recipe: Recipe, stage: Stage | None) -> dict[str, Any]:
     else:
         source = recipe.model
         options = {source.kind: source.name or str(source.path),
-                   **({"options": source.options} if source.options else {}),
+                   **({"kwargs" if source.kind == "builder" else "options": source.options} if source.options else {}),
                    **({"checkpoint": str(source.path)} if source.kind == "pretrained" else {})}
     return json.loads(json.dumps(options))
 
@@ -203,10 +215,12 @@ def _run_stage(ctx: _Context, index: int, kind: str, stage: Stage | None, model:
 
     def measure() -> dict[str, Any]:
         next_model, artefact, evaluated, details = outputs or run(ctx, stage, model, folder)
+        allowed = ModelPath(evaluated, ctx.allow_builders)
         if index == 0:
-            details["float32_bytes"] = ctx.baseline_bytes = float32_size(load_model(next_model)[1].arch)
-        top1 = evaluate_model_file(evaluated, ctx.test_set, device=ctx.recipe.device)["top1"]
-        latency = bench_model_file(evaluated, batch=1, threads=ctx.recipe.threads or 1, warmup=3,
+            loaded = load_model(next_model, allow_builders=ctx.allow_builders)[1]
+            details["float32_bytes"] = ctx.baseline_bytes = float32_size(loaded.arch)
+        top1 = evaluate_model_file(allowed, ctx.test_set, device=ctx.recipe.device)["top1"]
+        latency = bench_model_file(allowed, batch=1, threads=ctx.recipe.threads or 1, warmup=3,
                                    repeats=LATENCY_REPEATS)
         size = artefact.stat().st_size
         record = StageRecord(
@@ -225,16 +239,16 @@ def _run_stage(ctx: _Context, index: int, kind: str, stage: Stage | None, model:
 
 def _model_stage(ctx: _Context, stage: None, model: None, folder: Path):
     source, path = ctx.recipe.model, folder / MODEL_FILE
-    if source.kind == "zoo":
+    if source.kind in ("zoo", "builder"):
         torch.manual_seed(ctx.recipe.stages[0].train.seed)  # as train_job seeds a fresh model
         info = new_model_info(source.name, ctx.train_set, source.options)
         save_model(path, build_model(info.arch), info)
     elif source.kind == "pretrained":
         import_pretrained_job(source.name, source.path, path)
     else:
-        loaded, info = load_model(source.path)
+        loaded, info = load_model(source.path, allow_builders=ctx.allow_builders)
         save_model(path, loaded, info)
-    check_fits(load_model(path)[1], ctx.train_set)
+    check_fits(load_model(path, allow_builders=ctx.allow_builders)[1], ctx.train_set)
     return path, path, path, {"source": source.kind}
 
 
@@ -244,7 +258,7 @@ def _distillation(ctx: _Context, stage: Stage, model: Path) -> tuple[list, dict[
         return [], {}
     teacher = model if stage.distill.teacher == "previous" or ctx.original is None else ctx.original
     hook = distillation_hook(teacher, ctx.train_set, temperature=stage.distill.temperature, alpha=stage.distill.alpha)
-    return [hook], {"teacher": str(teacher.relative_to(ctx.out))}
+    return [hook], {"teacher": str(Path(teacher).relative_to(ctx.out))}
 
 
 def _train_stage(ctx: _Context, stage: Stage, model: Path, folder: Path):
@@ -286,8 +300,8 @@ def _quantize_stage(ctx: _Context, stage: Stage, model: Path, folder: Path):
 def _encode_stage(ctx: _Context, stage: Stage, model: Path, folder: Path):
     settings = stage.settings
     encode_file(model, folder / DSZ_FILE, float_dtype=settings.float_dtype, bn_affine=settings.bn_affine)
-    decode_file(folder / DSZ_FILE, folder / DECODED_FILE)
-    identical = same_outputs(model, folder / DECODED_FILE, ctx.test_set.subset(min(COMPARE_IMAGES, len(ctx.test_set))))
+    decode_file(folder / DSZ_FILE, folder / DECODED_FILE, allow_builders=ctx.allow_builders)
+    identical = same_outputs(model, ModelPath(folder / DECODED_FILE, ctx.allow_builders), ctx.test_set.subset(min(COMPARE_IMAGES, len(ctx.test_set))))
     return folder / DECODED_FILE, folder / DSZ_FILE, folder / DECODED_FILE, {"identical_outputs": identical}
 
 

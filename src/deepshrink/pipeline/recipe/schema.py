@@ -70,5 +70,5 @@ TOP_KEYS = {"name": text, "out": text, "data": mapping, "model": mapping, "stage
             "device": text, "threads": integer(1)}
 DATA_KEYS = {"name": choice(DATASET_NAMES), "dir": text, "limit_train": integer(1), "limit_test": integer(1)}
 MODEL_KEYS = {"zoo": choice(model_names()), "options": mapping, "pretrained": choice(model_names()),
-              "checkpoint": text, "file": text}
-MODEL_SOURCES = ("zoo", "pretrained", "file")
+              "checkpoint": text, "file": text, "builder": text, "kwargs": mapping}
+MODEL_SOURCES = ("zoo", "builder", "pretrained", "file")

@@ -20,7 +20,8 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """``kind`` is zoo (``name`` + builder ``options``), pretrained (``name`` + ``path`` to the
+    """``kind`` is zoo (``name`` + builder ``options``), builder (``name`` = ``PKG.MODULE:FUNCTION``
+    + its ``options``, the recipe's ``kwargs``), pretrained (``name`` + ``path`` to the
     checkpoint) or file (``path`` to a model file)."""
 
     kind: str

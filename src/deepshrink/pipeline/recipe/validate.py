@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from deepshrink.errors import UserError
+from deepshrink.models.builders import check_builder_name
 from deepshrink.pipeline.prune import PruneSettings
 from deepshrink.pipeline.quantize import MixedPrecision
 from deepshrink.pipeline.recipe.schema import (COMPRESSING, DATA_KEYS, DISTILL_KEYS, MODEL_KEYS, MODEL_SOURCES,
@@ -95,12 +96,18 @@ class Validator:
         if len(kinds) != 1:
             raise self.fail("model", f"give exactly one of {', '.join(MODEL_SOURCES)}")
         kind = kinds[0]
-        extra = {"zoo": ("checkpoint", "file"), "pretrained": ("options", "file"), "file": ("options", "checkpoint")}
-        for key in extra[kind]:
-            if key in model:
+        applies = {"zoo": ("options",), "builder": ("kwargs",), "pretrained": ("checkpoint",), "file": ()}
+        for key in ("options", "kwargs", "checkpoint"):
+            if key in model and key not in applies[kind]:
                 raise self.fail(f"model.{key}", f"does not apply to a {kind} model")
         if kind == "zoo":
             return ModelSource("zoo", model["zoo"], options=model.get("options", {}))
+        if kind == "builder":
+            try:
+                name = check_builder_name(model["builder"])
+            except UserError as exc:
+                raise self.fail("model.builder", str(exc)) from None
+            return ModelSource("builder", name, options=model.get("kwargs", {}))
         if kind == "pretrained":
             if "checkpoint" not in model:
                 raise self.fail("model", "missing required key 'checkpoint' (the published checkpoint file)")
