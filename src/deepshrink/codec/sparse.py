@@ -36,12 +36,16 @@ def relative_indices(positions: np.ndarray, width: int) -> tuple[np.ndarray, np.
     """Entries for the non-zero ``positions`` (N,) at ``width`` bits: (skips (M,), is_filler (M,) bool),
     M = N + fillers; each position's fillers come right before it."""
     gap = gaps(positions)
+    top = (1 << width) - 1
     fillers = gap >> width
-    per_position = fillers + 1
-    owner = np.repeat(np.arange(gap.size), per_position)
-    rank = np.arange(owner.size) - np.repeat(np.cumsum(per_position) - per_position, per_position)
-    is_filler = rank < fillers[owner]
-    skips = np.where(is_filler, (1 << width) - 1, gap[owner] & ((1 << width) - 1))
+    if not fillers.any():
+        return gap, np.zeros(gap.size, dtype=bool)
+    # each position's own entry comes after all fillers so far; every other entry is a filler
+    own = np.arange(gap.size) + np.cumsum(fillers)
+    skips = np.full(gap.size + int(fillers.sum()), top, dtype=np.int64)
+    skips[own] = gap & top
+    is_filler = np.ones(skips.size, dtype=bool)
+    is_filler[own] = False
     return skips, is_filler
 
 
