@@ -29,7 +29,8 @@ from deepshrink.models import load_model
 from deepshrink.pipeline.datasets import load_split
 from deepshrink.pipeline.evaluate import evaluate_model_file
 from deepshrink.pipeline.import_pretrained import import_pretrained_job
-from deepshrink.pipeline.prune import PruneSettings, prune_job
+from deepshrink.pipeline.prune import prune_job
+from deepshrink.prune import PruneConfig
 from deepshrink.prune import mask_method, prunable_layers
 from deepshrink.prune.schedules import PruneSchedule
 from deepshrink.prune.sensitivity import plot_sensitivity, sensitivity_scan, sensitivity_targets
@@ -88,7 +89,7 @@ def sensitivity(dense_file: Path, test_set, out: Path) -> dict:
     return {"baseline": result.baseline, "rows": result.rows(), "targets": sensitivity_targets(result, 0.01)}
 
 
-def run_prune(dense: Path, out: Path, settings: PruneSettings, epochs: int, args, train_set, test_set) -> dict:
+def run_prune(dense: Path, out: Path, settings: PruneConfig, epochs: int, args, train_set, test_set) -> dict:
     config = TrainConfig(epochs=epochs, lr=args.lr, batch_size=128, weight_decay=5e-4, progress=False)
     result = prune_job(dense, out, settings, config, train_set=train_set if epochs else None,
                        test_set=test_set, run_dir=out.with_suffix(".run") if epochs else None)
@@ -133,20 +134,20 @@ def main() -> None:
 
     if "oneshot" in args.parts:
         for q in (0.3, 0.5, 0.7):
-            record(f"oneshot q={q}", run_prune(dense, out / f"oneshot-{q}.safetensors", PruneSettings(q), 0,
+            record(f"oneshot q={q}", run_prune(dense, out / f"oneshot-{q}.safetensors", PruneConfig(q), 0,
                                                args, train_set, test_set))
     if "std" in args.parts:
         for s in (0.25, 0.5, 1.0):
-            record(f"std s={s}", run_prune(dense, out / f"std-{s}.safetensors", PruneSettings(s, "std"), 0,
+            record(f"std s={s}", run_prune(dense, out / f"std-{s}.safetensors", PruneConfig(criterion="std", std_factor=s), 0,
                                            args, train_set, test_set))
     if "finetune" in args.parts:
-        record("oneshot q=0.7 + fine-tune", run_prune(dense, out / "oneshot-ft.safetensors", PruneSettings(0.7),
+        record("oneshot q=0.7 + fine-tune", run_prune(dense, out / "oneshot-ft.safetensors", PruneConfig(0.7),
                                                       args.epochs, args, train_set, test_set))
     ramps = {"linear": ("layer", [0.7]), "global": ("global", [0.7]), "sweep": ("layer", args.sweep)}
     for part, (scope, targets) in ramps.items():
         if part in args.parts:
             for q in targets:
-                settings = PruneSettings(q, scope=scope, schedule="linear", prune_epochs=args.prune_epochs)
+                settings = PruneConfig(q, scope=scope, schedule="linear", prune_epochs=args.prune_epochs)
                 record(f"linear to {q} ({scope})", run_prune(dense, out / f"{part}-{q}.safetensors", settings,
                                                           args.epochs, args, train_set, test_set))
     if "sensitivity" in args.parts:

@@ -42,18 +42,18 @@ from deepshrink.pipeline.datasets import load_split
 from deepshrink.pipeline.import_pretrained import import_pretrained_job
 from deepshrink.pipeline.structured_prune import structured_prune_job
 from deepshrink.prune.schedules import SCHEDULES
-from deepshrink.prune.structured import StructuredSettings, prune_channels
+from deepshrink.prune.structured import StructuredConfig, prune_channels
 from deepshrink.train import DistillationHook, TrainConfig, evaluate
 
 SHAPE = (3, 32, 32)
 CHECKPOINTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
 SETTINGS = {
-    "l1-li-a": StructuredSettings("l1", ratio=0.1, li_resnet_rule=True),
-    "l1-li-b": StructuredSettings("l1", ratio=0.1, li_resnet_rule=True,
+    "l1-li-a": StructuredConfig("l1", ratio=0.1, li_resnet_rule=True),
+    "l1-li-b": StructuredConfig("l1", ratio=0.1, li_resnet_rule=True,
                                   layer_ratios={"layer1.*": 0.6, "layer2.*": 0.3, "layer3.*": 0.1}),
-    "l1-li-50": StructuredSettings("l1", target_macs_reduction=0.5, li_resnet_rule=True),
-    "fpgm-50": StructuredSettings("fpgm", target_macs_reduction=0.5),
-    "global-l1-50": StructuredSettings("l1", target_macs_reduction=0.5, global_ranking=True),
+    "l1-li-50": StructuredConfig("l1", target_macs_reduction=0.5, li_resnet_rule=True),
+    "fpgm-50": StructuredConfig("fpgm", target_macs_reduction=0.5),
+    "global-l1-50": StructuredConfig("l1", target_macs_reduction=0.5, global_ranking=True),
 }
 
 
@@ -69,7 +69,7 @@ def latency(model, threads: int) -> dict:
             for b, w, r in ((1, 20, 100), (128, 2, 7))}
 
 
-def fine_tune(dense_file: Path, settings: StructuredSettings, train_set, test_set, args, out_dir: Path):
+def fine_tune(dense_file: Path, settings: StructuredConfig, train_set, test_set, args, out_dir: Path):
     """The structured prune job with ``args.finetune_epochs`` of fine-tuning: (model, its history record)."""
     config = TrainConfig(epochs=args.finetune_epochs, batch_size=128, lr=args.lr, weight_decay=args.weight_decay,
                          schedule="cosine", progress=False)

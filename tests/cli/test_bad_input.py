@@ -69,9 +69,9 @@ def _cases(f):
         (["bench", str(f / "garbage.safetensors")], "not a model file"),
         (["report", str(f / "missing.safetensors")], "not found"),
         # prune
-        (["prune", model, "--sparsity", "1.0", "--out", out], "out of range"),
-        (["prune", model, "--sparsity", "-0.1", "--out", out], "out of range"),
-        (["prune", model, "--std-factor", "-1", "--out", out], "out of range"),
+        (["prune", model, "--sparsity", "1.0", "--out", out], "--sparsity must be in [0, 1), got 1.0"),
+        (["prune", model, "--sparsity", "-0.1", "--out", out], "--sparsity must be in [0, 1)"),
+        (["prune", model, "--criterion", "std", "--std-factor", "-1", "--out", out], "--std-factor must be a finite number >= 0"),
         (["prune", model, "--sparsity", "0.5", "--epochs", "-1", "--out", out], "out of range"),
         (["prune", model, "--sparsity", "0.5", "--epochs", "1", "--out", out], "needs --data"),
         (["prune", model, "--sparsity", "0.5", "--exclude", "no.such.layer", "--out", out], "matches no"),

@@ -53,8 +53,9 @@ def test_agp_with_fine_tuning(model_file, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra,needle", [
-    (["--sparsity", "1.0"], "out of range"),
-    (["--sparsity", "-0.2"], "out of range"),
+    (["--sparsity", "1.0"], "--sparsity must be in [0, 1), got 1.0"),
+    (["--sparsity", "-0.2"], "--sparsity must be in [0, 1), got -0.2"),
+    (["--sparsity", "nan"], "--sparsity"),
     (["--sparsity", "0.5", "--epochs", "-1"], "out of range"),
     (["--sparsity", "0.5", "--std-factor", "1"], "not allowed with"),
     (["--sparsity", "0.5", "--criterion", "std"], "--std-factor"),
@@ -62,7 +63,8 @@ def test_agp_with_fine_tuning(model_file, tmp_path, capsys):
     (["--sparsity", "0.5", "--epochs", "1"], "needs --data"),
     (["--sparsity", "0.5", "--exclude", "fc9*"], "matches no"),
     (["--sparsity", "0.5", "--schedule", "cubic"], "invalid choice"),
-    (["--sparsity", "0.5", "--max-layer-sparsity", "0"], "out of range"),
+    (["--sparsity", "0.5", "--max-layer-sparsity", "0"], "--max-layer-sparsity must be in (0, 1], got 0.0"),
+    (["--sparsity", "0.5", "--prune-first-last", "--exclude", "x*"], "--exclude pattern 'x*' matches no"),
     (["--sparsity", "0.5", "--max-layer-sparsity", "0.8"], "global scope only"),
     (["--sparsity", "0.9", "--scope", "global", "--max-layer-sparsity", "0.8"], "cannot be reached"),
 ])

@@ -73,7 +73,7 @@ def test_structured_schedule_without_epochs_exits_2(resnet_file, tmp_path, capsy
     assert main(["prune", str(resnet_file), "--structured", "--ratio", "0.5", "--schedule", "linear",
                  "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
-    assert "linear schedule prunes while fine-tuning" in err and len(err.strip().splitlines()) == 1
+    assert "--schedule 'linear' prunes while fine-tuning: give at least 1 epoch" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
 
 

@@ -287,9 +287,10 @@ def test_a_fresh_process_loads_every_stage_kind(tmp_path):
     torch.save(x, tmp_path / "x.pt")
     save_model(tmp_path / "m.safetensors", model, info)
     script = f"""
+import sys
 import torch
-import deepshrink.stages
 import deepshrink.models as models
+assert "deepshrink.stages" in sys.modules
 model, info = models.load_model({str(tmp_path / "m.safetensors")!r})
 x = torch.load({str(tmp_path / "x.pt")!r}, weights_only=True)
 expected = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=True)

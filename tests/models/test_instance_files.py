@@ -20,10 +20,7 @@ from deepshrink.quant import QuantConfig, calibrate_activations, quantize_
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "builders"))
 from userzoo.nets import UserNet  # noqa: E402
 
-try:
-    from deepshrink.prune.structured import StructuredConfig as _Structured
-except ImportError:  # the config's name before the public API
-    from deepshrink.prune.structured import StructuredSettings as _Structured
+from deepshrink.prune.structured import StructuredConfig as _Structured
 from deepshrink.prune.structured import prune_channels  # noqa: E402
 
 X = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))

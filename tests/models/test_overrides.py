@@ -59,12 +59,12 @@ def test_spec_without_overrides_is_unchanged_and_with_them_round_trips():
 
 
 def test_structurally_pruned_model_saves_and_loads(tmp_path):
-    from deepshrink.prune.structured import StructuredSettings, prune_channels, pruned_spec
+    from deepshrink.prune.structured import StructuredConfig, prune_channels, pruned_spec
 
     torch.manual_seed(0)
     spec = make_spec("resnet20", width=8, image_size=16)
     model = build_model(spec).eval()
-    result = prune_channels(model, (3, 16, 16), StructuredSettings(criterion="l2", ratio=0.4, global_ranking=True))
+    result = prune_channels(model, (3, 16, 16), StructuredConfig(criterion="l2", ratio=0.4, global_ranking=True))
     info = ModelInfo(pruned_spec(spec, model, result.resized), InputSpec((3, 16, 16), (0.5,) * 3, (0.25,) * 3))
     save_model(tmp_path / "pruned.safetensors", model, info)
     loaded, loaded_info = load_model(tmp_path / "pruned.safetensors")

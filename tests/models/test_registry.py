@@ -55,8 +55,8 @@ def test_spec_round_trips_through_json():
 
 
 def test_unknown_name_lists_the_zoo():
-    with pytest.raises(UserError, match="unknown model 'resnet18'") as info:
-        make_spec("resnet18")
+    with pytest.raises(UserError, match="unknown model 'resnet19'") as info:
+        make_spec("resnet19")
     for name in ZOO:
         assert name in str(info.value)
 

@@ -15,7 +15,7 @@ from torch import nn
 from deepshrink.analysis.costs import model_costs
 from deepshrink.errors import UserError
 from deepshrink.models import ArchSpec, build_model, get_entry, make_spec, model_names
-from deepshrink.prune.structured import (DependencyGraph, StructuredSettings, plan_channels, prune_channels,
+from deepshrink.prune.structured import (DependencyGraph, StructuredConfig, plan_channels, prune_channels,
                                          zero_channels)
 from deepshrink.prune.structured.spec import pruned_spec
 
@@ -211,7 +211,7 @@ def prune_and_check(name, ratio=0.2):
     """Prune ``ratio`` of every group: the plan's channels zeroed first give the same outputs as
     the pruned model; MACs and parameters drop; the spec with overrides rebuilds the pruned model."""
     spec, model, shape = small(name)
-    settings = StructuredSettings(ratio=ratio)
+    settings = StructuredConfig(ratio=ratio)
     plan = plan_channels(model, shape, settings)
     zero_channels(model, plan.removed)
     x = torch.randn(2, *shape)

@@ -2,9 +2,10 @@ import pytest
 import torch
 
 from deepshrink.data import load_dataset
-from deepshrink.errors import UserError
+from deepshrink.errors import ConfigError, UserError
 from deepshrink.models import build_model, load_model, save_model
-from deepshrink.pipeline.prune import PruneSettings, prune_job
+from deepshrink.pipeline.prune import prune_job
+from deepshrink.prune import PruneConfig
 from deepshrink.pipeline.train import new_model_info
 from deepshrink.prune import masks_of
 from deepshrink.train import TrainConfig
@@ -27,7 +28,7 @@ def _config(epochs):
 
 
 def test_oneshot_without_fine_tuning_needs_no_data(model_file, tmp_path):
-    result = prune_job(model_file, tmp_path / "p.safetensors", PruneSettings(0.5), _config(0))
+    result = prune_job(model_file, tmp_path / "p.safetensors", PruneConfig(0.5), _config(0))
     assert list(result.layer_sparsity) == ["conv2", "conv3"]  # conv1 and fc excluded by default
     assert result.layer_sparsity["conv2"] == 0.5 and result.test_top1 is None
     model, info = load_model(tmp_path / "p.safetensors")
@@ -38,7 +39,7 @@ def test_oneshot_without_fine_tuning_needs_no_data(model_file, tmp_path):
 
 
 def test_global_linear_schedule_with_fine_tuning(model_file, tmp_path, digits):
-    settings = PruneSettings(0.6, scope="global", schedule="linear", prune_epochs=1,
+    settings = PruneConfig(0.6, scope="global", schedule="linear", prune_epochs=1,
                              exclude_first_last=False)
     result = prune_job(model_file, tmp_path / "p.safetensors", settings, _config(2),
                        train_set=digits[0], test_set=digits[1])
@@ -51,11 +52,11 @@ def test_global_linear_schedule_with_fine_tuning(model_file, tmp_path, digits):
 
 
 def test_max_layer_sparsity_caps_every_layer_and_is_recorded(model_file, tmp_path):
-    settings = PruneSettings(0.7, scope="global", max_layer_sparsity=0.75, exclude_first_last=False)
+    settings = PruneConfig(0.7, scope="global", max_layer_sparsity=0.75, exclude_first_last=False)
     result = prune_job(model_file, tmp_path / "p.safetensors", settings, _config(0))
     assert result.sparsity == pytest.approx(0.7, abs=1e-4)
     assert max(result.layer_sparsity.values()) <= 0.75 + 1e-9
-    uncapped = prune_job(model_file, tmp_path / "u.safetensors", PruneSettings(0.7, scope="global",
+    uncapped = prune_job(model_file, tmp_path / "u.safetensors", PruneConfig(0.7, scope="global",
                          exclude_first_last=False), _config(0))
     assert max(uncapped.layer_sparsity.values()) > 0.75  # the cap did bind
     _, info = load_model(tmp_path / "p.safetensors")
@@ -63,26 +64,35 @@ def test_max_layer_sparsity_caps_every_layer_and_is_recorded(model_file, tmp_pat
 
 
 def test_a_std_factor_above_one_is_not_taken_for_a_sparsity():
-    PruneSettings(1.5, criterion="std").check(0)
-    PruneSettings(1.5, criterion="std", scope="global").check(0)
+    assert PruneConfig(criterion="std", std_factor=1.5).amount == 1.5
+    assert PruneConfig(criterion="std", std_factor=1.5, scope="global").amount == 1.5
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(sparsity=1.0), r"PruneConfig.sparsity must be in \[0, 1\), got 1.0"),
+    (dict(sparsity=-0.1), "PruneConfig.sparsity must be"),
+    (dict(sparsity=None), "PruneConfig.sparsity must be"),
+    (dict(criterion="std", std_factor=-1.0), "PruneConfig.std_factor must be a finite number >= 0"),
+    (dict(criterion="std", sparsity=0.5), "PruneConfig.sparsity does not apply to the std criterion"),
+    (dict(sparsity=0.5, std_factor=1.0), "PruneConfig.std_factor applies to the std criterion only"),
+    (dict(sparsity=0.5, max_layer_sparsity=0.0), r"PruneConfig.max_layer_sparsity must be in \(0, 1\]"),
+    (dict(sparsity=0.5, max_layer_sparsity=0.8), "global scope only"),
+    (dict(sparsity=0.9, scope="global", max_layer_sparsity=0.8), "cannot be reached"),
+    (dict(sparsity=0.5, criterion="biggest"), "PruneConfig.criterion must be one of magnitude, std, random"),
+    (dict(sparsity=0.5, prune_epochs=0), "PruneConfig.prune_epochs must be an integer >= 1"),
+])
+def test_a_config_checks_itself_once_naming_its_field(kwargs, needle):
+    with pytest.raises(ConfigError, match=needle):
+        PruneConfig(**kwargs)
 
 
 @pytest.mark.parametrize("settings,epochs,needle", [
-    (PruneSettings(1.0), 0, r"sparsity must be in \[0, 1\)"),
-    (PruneSettings(-0.1), 0, "sparsity must be"),
-    (PruneSettings(0.5), -1, "epochs must be >= 0"),
-    (PruneSettings(0.5), 2, "needs training data"),
-    (PruneSettings(0.5, criterion="std"), -1, "epochs"),
-    (PruneSettings(-1.0, criterion="std"), 0, "std factor"),
-    (PruneSettings(0.5, schedule="linear", prune_epochs=5), 2, "prune epochs"),
-    (PruneSettings(0.5, exclude=("nope*",)), 0, "matches no"),
-    (PruneSettings(0.5, max_layer_sparsity=0.0), 0, r"max layer sparsity must be in \(0, 1\]"),
-    (PruneSettings(0.5, max_layer_sparsity=0.8), 0, "global scope only"),
-    (PruneSettings(0.9, scope="global", max_layer_sparsity=0.8), 0, "cannot be reached"),
+    (PruneConfig(0.5), 2, "needs training data"),
+    (PruneConfig(0.5, schedule="linear", prune_epochs=5), 2, "PruneConfig.prune_epochs must be at most the 2"),
+    (PruneConfig(0.5, exclude=("nope*",)), 0, "PruneConfig.exclude pattern 'nope\\*' matches no"),
 ])
 def test_bad_settings_are_user_errors_and_write_nothing(model_file, tmp_path, settings, epochs, needle):
-    config = TrainConfig(epochs=0, device="cpu")
-    config.epochs = epochs  # bypass TrainConfig's own check to reach prune_job's
+    config = TrainConfig(epochs=epochs, device="cpu")
     with pytest.raises(UserError, match=needle):
         prune_job(model_file, tmp_path / "p.safetensors", settings, config)
     assert not (tmp_path / "p.safetensors").exists()
@@ -103,7 +113,7 @@ def test_fine_tuning_an_early_exit_model_trains_its_exits(tmp_path, digits):
 
     source = _early_exit_file(tmp_path / "exits.safetensors", digits[0])
     before, _ = load_model(source)
-    settings = PruneSettings(0.5, exclude=("exits.*",))
+    settings = PruneConfig(0.5, exclude=("exits.*",))
     prune_job(source, tmp_path / "p.safetensors", settings, _config(1), train_set=digits[0], run_dir=tmp_path / "run")
     after, info = load_model(tmp_path / "p.safetensors")
     assert isinstance(after, EarlyExitModel) and after.exit_points == ["bn1", "pool"]

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from deepshrink.errors import UserError
-from deepshrink.pipeline.prune import PruneSettings
+from deepshrink.prune import PruneConfig
 from deepshrink.pipeline.recipe import EncodeSettings, load_recipe, parse_recipe
 from deepshrink.quant import QuantConfig
 
@@ -28,7 +28,7 @@ def test_valid_recipe_builds_the_job_settings(tmp_path):
             "  - encode: {float_dtype: float16}\n")
     recipe = parse_recipe(text, base_dir=tmp_path)
     prune, train, quantize, encode = recipe.stages
-    assert prune.settings == PruneSettings(amount=0.7, schedule="linear")
+    assert prune.settings == PruneConfig(sparsity=0.7, schedule="linear")
     assert (prune.train.epochs, prune.train.lr, prune.train.schedule) == (4, 0.01, "constant")
     assert train.distill.teacher == "original" and train.distill.temperature == 2.0 and train.distill.alpha == 0.9
     assert quantize.settings == QuantConfig(method="kmeans", bits=4) and quantize.train.epochs == 1
@@ -58,7 +58,7 @@ def test_out_of_range_values():
     assert message == "r.yaml line 9: stages[1].quantize.bits: must be one of 2..8 or 16 for linear quantization, got 9"
     assert "stages[1].quantize.bits: must be one of 2..8 for kmeans" in error_of(
         HEAD + "  - train: {epochs: 1}\n  - quantize: {method: kmeans, bits: 16}\n")
-    assert "line 7: stages[1].prune.amount: must be a sparsity in [0, 1), got 1.5" in error_of(
+    assert "line 7: stages[1].prune.amount: must be in [0, 1), got 1.5" in error_of(
         HEAD + "  - train: {epochs: 1}\n  - prune: {amount: 1.5}\n")
     assert "stages[0].train.lr: must be a number > 0, got 0" in error_of(HEAD + "  - train: {epochs: 1, lr: 0}\n")
     assert "stages[0].train.distill.alpha: must be a number in [0, 1], got 2" in error_of(
@@ -91,10 +91,10 @@ def test_stage_order_is_checked():
 
 
 def test_cross_field_errors_of_the_jobs_name_the_stage():
-    assert "line 6: stages[0].structured: give exactly one of a pruning ratio and a target MAC reduction" in error_of(
+    assert "line 6: stages[0].structured: ratio (or target_macs_reduction) must be given" in error_of(
         HEAD.replace("{zoo: digits-cnn}", "{file: m}") + "  - structured: {criterion: l1}\n")
     gradual_without_epochs = "  - structured: {ratio: 0.5, schedule: linear}\n"
-    assert ("line 6: stages[0].structured: a linear schedule prunes while fine-tuning: give at least 1 epoch"
+    assert ("line 6: stages[0].structured.schedule: 'linear' prunes while fine-tuning: give at least 1 epoch"
             in error_of(HEAD.replace("{zoo: digits-cnn}", "{file: m}") + gradual_without_epochs))
 
 
@@ -104,7 +104,7 @@ def test_structured_stage_takes_a_schedule():
     settings = recipe.stages[0].settings
     assert (settings.schedule, settings.prune_epochs, settings.ratio) == ("agp", 2, 0.5)
     stage = "  - structured: {ratio: 0.5, schedule: agp, prune_epochs: 4, epochs: 3}\n"
-    assert "prune epochs must be in [1, 3]" in error_of(HEAD.replace("{zoo: digits-cnn}", "{file: m}") + stage)
+    assert "stages[0].structured.prune_epochs: must be at most the 3 fine-tuning epochs, got 4" in error_of(HEAD.replace("{zoo: digits-cnn}", "{file: m}") + stage)
 
 
 def test_shipped_recipes_are_valid():
@@ -199,8 +199,8 @@ def test_mixed_keys_belong_to_quantize_only():
 def test_max_layer_sparsity_key_of_the_prune_stage():
     recipe = parse_recipe(HEAD + "  - train: {epochs: 1}\n  - prune: {amount: 0.8, scope: global, "
                                  "max_layer_sparsity: 0.95}\n")
-    assert recipe.stages[1].settings == PruneSettings(amount=0.8, scope="global", max_layer_sparsity=0.95)
-    assert "max_layer_sparsity: must be a number in (0, 1], got 0" in error_of(
+    assert recipe.stages[1].settings == PruneConfig(sparsity=0.8, scope="global", max_layer_sparsity=0.95)
+    assert "stages[0].prune.max_layer_sparsity: must be in (0, 1], got 0" in error_of(
         HEAD + "  - prune: {amount: 0.5, scope: global, max_layer_sparsity: 0}\n")
     assert "global scope only" in error_of(HEAD + "  - prune: {amount: 0.5, max_layer_sparsity: 0.9}\n")
 

@@ -9,7 +9,7 @@ from deepshrink.models import build_model, load_model, save_model
 from deepshrink.pipeline.evaluate import accuracy_on
 from deepshrink.pipeline.structured_prune import structured_prune_job
 from deepshrink.pipeline.train import new_model_info
-from deepshrink.prune.structured import StructuredSettings
+from deepshrink.prune.structured import StructuredConfig
 from deepshrink.train import TrainConfig
 
 
@@ -25,7 +25,7 @@ def model_file(tmp_path):
 
 def test_one_shot_prune_without_data(model_file, tmp_path):
     out = tmp_path / "pruned.safetensors"
-    result = structured_prune_job(model_file, out, StructuredSettings(criterion="l1", ratio=0.5),
+    result = structured_prune_job(model_file, out, StructuredConfig(criterion="l1", ratio=0.5),
                                   TrainConfig(epochs=0))
     model, info = load_model(out)
     record = info.history[-1]
@@ -41,7 +41,7 @@ def test_prune_and_fine_tune(model_file, tmp_path):
     train, test = load_dataset("synthetic", "train").subset(32), load_dataset("synthetic", "test").subset(16)
     out = tmp_path / "tuned.safetensors"
     config = TrainConfig(epochs=1, batch_size=16, lr=0.05, progress=False)
-    settings = StructuredSettings(criterion="fpgm", ratio=0.5, li_resnet_rule=True)
+    settings = StructuredConfig(criterion="fpgm", ratio=0.5, li_resnet_rule=True)
     result = structured_prune_job(model_file, out, settings, config, train_set=train, test_set=test)
     _, info = load_model(out)
     assert [h["stage"] for h in info.history][-2:] == ["structured-prune", "train"]
@@ -51,14 +51,14 @@ def test_prune_and_fine_tune(model_file, tmp_path):
 
 def test_fine_tuning_needs_data(model_file, tmp_path):
     with pytest.raises(UserError, match="needs training data"):
-        structured_prune_job(model_file, tmp_path / "x.safetensors", StructuredSettings(ratio=0.5), TrainConfig(epochs=1))
+        structured_prune_job(model_file, tmp_path / "x.safetensors", StructuredConfig(ratio=0.5), TrainConfig(epochs=1))
     assert not (tmp_path / "x.safetensors").exists()
 
 
 def _gradual_run(model_file, out, run_dir=None, resume=False, hooks=()):
     train, test = load_dataset("synthetic", "train").subset(48), load_dataset("synthetic", "test").subset(16)
     config = TrainConfig(epochs=3, batch_size=16, lr=0.05, progress=False)
-    settings = StructuredSettings(criterion="l1", ratio=0.5, li_resnet_rule=True, schedule="linear", prune_epochs=2)
+    settings = StructuredConfig(criterion="l1", ratio=0.5, li_resnet_rule=True, schedule="linear", prune_epochs=2)
     return structured_prune_job(model_file, out, settings, config, train_set=train, test_set=test,
                                 run_dir=run_dir, resume=resume, hooks=hooks)
 

@@ -8,8 +8,8 @@ from typing import Sequence
 
 from deepshrink.cli import (bench, decode, demo, early_exit_sweep, encode, evaluate, export, import_pretrained, prune, quantize,
                             report, run, sparse_opt, train)
-from deepshrink.cli.args import Parser, with_allowed_builders
-from deepshrink.errors import UserError
+from deepshrink.cli.args import Parser, flag_of, with_allowed_builders
+from deepshrink.errors import ConfigError, UserError
 from deepshrink.models.builders import BuilderNotAllowed
 
 COMMANDS = (demo, train, evaluate, bench, import_pretrained, prune, report, sparse_opt, encode, decode, quantize, export, run,
@@ -32,6 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(with_allowed_builders(args)) or 0
     except BuilderNotAllowed as exc:  # name the flag, not the API argument
         print(f"deepshrink: error: {exc.naming('--allow-builder {package}')}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:  # name the command's flag, not the config field
+        print(f"deepshrink: error: {exc.naming(lambda field: flag_of(args, field)) if hasattr(args, 'config_flags') else exc}",
+              file=sys.stderr)
         return 2
     except UserError as exc:
         print(f"deepshrink: error: {exc}", file=sys.stderr)

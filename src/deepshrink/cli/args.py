@@ -33,12 +33,20 @@ def _number(kind, name: str, low=None, high=None, low_open=False, high_open=Fals
     return parse
 
 
+any_number = _number(float, "a number")  # ranges: the stage config checks them (errors name the flag)
+any_int = _number(int, "an integer")
 positive_int = _number(int, "an integer", low=1)
 nonneg_int = _number(int, "an integer", low=0)
 positive_float = _number(float, "a number", low=0, low_open=True)
 nonneg_float = _number(float, "a number", low=0)
 unit_interval = _number(float, "a number", low=0, high=1, high_open=True)
 fraction_up_to_one = _number(float, "a number", low=0, high=1, low_open=True)
+
+
+def flag_of(args: argparse.Namespace, field: str) -> str:
+    """The flag of a stage config's ``field`` in this command: ``args.config_flags[field]``, or
+    ``--field-name`` by default."""
+    return getattr(args, "config_flags", {}).get(field, "--" + field.replace("_", "-"))
 
 
 def key_value(text: str) -> tuple[str, Any]:

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import argparse
 
-from deepshrink.cli.args import (add_builder_args, fraction_up_to_one, nonneg_float, nonneg_int, positive_int,
-                                 set_threads, unit_interval)
+from deepshrink.cli.args import add_builder_args, any_int, any_number, nonneg_int, set_threads
 from deepshrink.cli.finetune import add_finetune_args, finetune_plan
 from deepshrink.train.distributed import current
 from deepshrink.errors import UserError
-from deepshrink.pipeline.prune import PruneSettings, prune_job
+from deepshrink.pipeline.prune import prune_job
+from deepshrink.prune.config import PruneConfig
 from deepshrink.pipeline.structured_prune import StructuredPruneResult, structured_prune_job
 from deepshrink.prune.criteria import CRITERIA, SCOPES
 from deepshrink.prune.schedules import SCHEDULES
 from deepshrink.prune.structured import CRITERIA as STRUCTURED_CRITERIA
-from deepshrink.prune.structured import VECTOR_CHANNELS, StructuredSettings, unaligned_groups
+from deepshrink.prune.structured import VECTOR_CHANNELS, StructuredConfig, unaligned_groups
 
 
 def register(sub) -> None:
@@ -26,30 +26,30 @@ def register(sub) -> None:
     p.add_argument("--criterion", choices=sorted(set(CRITERIA) | set(STRUCTURED_CRITERIA)),
                    help="magnitude (default), std or random; with --structured: l1 (default), l2, fpgm, bn-scale, random")
     amount = p.add_mutually_exclusive_group(required=True)
-    amount.add_argument("--sparsity", type=unit_interval, metavar="Q",
+    amount.add_argument("--sparsity", type=any_number, metavar="Q",
                         help="fraction of weights to prune, in [0, 1) (magnitude, random)")
-    amount.add_argument("--std-factor", type=nonneg_float, metavar="S",
+    amount.add_argument("--std-factor", type=any_number, metavar="S",
                         help="prune |w| < S * std(w) (criterion std)")
-    amount.add_argument("--ratio", type=unit_interval, metavar="R",
+    amount.add_argument("--ratio", type=any_number, metavar="R",
                         help="--structured: fraction of channels to remove from every prunable group")
-    amount.add_argument("--target-macs-reduction", type=unit_interval, metavar="F",
+    amount.add_argument("--target-macs-reduction", type=any_number, metavar="F",
                         help="--structured: remove channels until the MACs fall by this fraction")
     p.add_argument("--global", dest="global_ranking", action="store_true",
                    help="--structured: one ranking of channels over all layers")
-    p.add_argument("--round-to", type=positive_int, default=1, metavar="N",
+    p.add_argument("--round-to", type=any_int, default=1, metavar="N",
                    help="--structured: keep a multiple of N channels per layer")
     p.add_argument("--li-resnet-rule", action="store_true",
                    help="--structured: prune only the first conv of each residual block (Li et al. 2017)")
     p.add_argument("--scope", choices=SCOPES, default="layer",
                    help="layer: the same sparsity in every layer; global: one threshold over all")
-    p.add_argument("--max-layer-sparsity", type=fraction_up_to_one, default=1.0, metavar="C",
+    p.add_argument("--max-layer-sparsity", type=any_number, metavar="C",
                    help="--scope global: no layer loses more than this fraction of its weights (default 1: no cap)")
     p.add_argument("--schedule", choices=SCHEDULES, default="oneshot",
                    help="oneshot: prune, then fine-tune; linear/agp: prune step by step while fine-tuning "
                         "(--structured: channels are zeroed on the way and removed at the end)")
     p.add_argument("--epochs", type=nonneg_int, default=0,
                    help="fine-tuning epochs (0: prune only, no data needed)")
-    p.add_argument("--prune-epochs", type=positive_int, metavar="E",
+    p.add_argument("--prune-epochs", type=any_int, metavar="E",
                    help="linear/agp: ramp up over the first E epochs (default: half of --epochs)")
     p.add_argument("--exclude", nargs="+", default=[], metavar="GLOB",
                    help="layer names (fnmatch globs) to leave dense, besides the first and last layer")
@@ -58,10 +58,15 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, metavar="MODEL_FILE", help="where to write the pruned model")
     add_finetune_args(p)
     add_builder_args(p)
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, config_flags=CONFIG_FLAGS)
 
 
-def _settings(args: argparse.Namespace) -> PruneSettings:
+# PruneConfig / StructuredConfig fields whose flag is not --field-name
+CONFIG_FLAGS = {"exclude_first_last": "--prune-first-last", "global_ranking": "--global",
+                "max_layer_sparsity": "--max-layer-sparsity"}
+
+
+def _settings(args: argparse.Namespace) -> PruneConfig:
     if args.ratio is not None or args.target_macs_reduction is not None:
         raise UserError("--ratio and --target-macs-reduction need --structured")
     args.criterion = args.criterion or "magnitude"
@@ -69,18 +74,19 @@ def _settings(args: argparse.Namespace) -> PruneSettings:
         raise UserError(f"criterion {args.criterion} is for --structured; fine-grained pruning takes: {', '.join(CRITERIA)}")
     if (args.criterion == "std") != (args.std_factor is not None):
         raise UserError("--criterion std takes --std-factor S; magnitude and random take --sparsity Q")
-    amount = args.std_factor if args.criterion == "std" else args.sparsity
-    return PruneSettings(amount, args.criterion, args.scope, args.schedule, args.prune_epochs,
-                         tuple(args.exclude), not args.prune_first_last, args.seed, args.max_layer_sparsity)
+    return PruneConfig(sparsity=args.sparsity, criterion=args.criterion, scope=args.scope, std_factor=args.std_factor,
+                       max_layer_sparsity=args.max_layer_sparsity, schedule=args.schedule,
+                       prune_epochs=args.prune_epochs, exclude=tuple(args.exclude),
+                       exclude_first_last=not args.prune_first_last, seed=args.seed)
 
 
-def _structured_settings(args: argparse.Namespace) -> StructuredSettings:
+def _structured_settings(args: argparse.Namespace) -> StructuredConfig:
     if args.sparsity is not None or args.std_factor is not None:
         raise UserError("--structured takes --ratio R or --target-macs-reduction F")
     criterion = args.criterion or "l1"
     if criterion not in STRUCTURED_CRITERIA:
         raise UserError(f"--structured takes --criterion {', '.join(STRUCTURED_CRITERIA)}; got {criterion}")
-    return StructuredSettings(criterion, args.ratio, args.target_macs_reduction, args.global_ranking,
+    return StructuredConfig(criterion, args.ratio, args.target_macs_reduction, args.global_ranking,
                               args.round_to, args.li_resnet_rule, seed=args.seed, schedule=args.schedule,
                               prune_epochs=args.prune_epochs)
 

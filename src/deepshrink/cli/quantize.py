@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from deepshrink.cli.args import add_builder_args, nonneg_int, positive_float, positive_int, print_json, set_threads
+from deepshrink.cli.args import (add_builder_args, any_int, nonneg_int, positive_float, positive_int, print_json, set_threads)
 from deepshrink.cli.finetune import add_finetune_args, finetune_plan
 from deepshrink.errors import UserError
 from deepshrink.pipeline.datasets import load_split
@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("model_file", metavar="MODEL_FILE")
     p.add_argument("--method", choices=METHODS, required=True,
                    help="linear: fixed-point levels; kmeans: a shared codebook of 2^B centroids per layer")
-    p.add_argument("--bits", type=nonneg_int, metavar="B",
+    p.add_argument("--bits", type=any_int, metavar="B",
                    help="bits per weight: 2..8 (linear also 16); or --mixed-budget-kb")
     p.add_argument("--mixed-budget-kb", type=positive_float, metavar="K",
                    help="mixed precision: choose each layer's bits so that the whole model (quantized "
@@ -37,7 +37,7 @@ def register(sub) -> None:
     p.add_argument("--symmetric", action="store_true", help="linear: levels symmetric around zero")
     p.add_argument("--per-channel", action="store_true", help="linear: one scale per output channel")
     p.add_argument("--init", choices=INITS, default="linear", help="kmeans: centroid initialisation")
-    p.add_argument("--activation-bits", type=nonneg_int, metavar="A",
+    p.add_argument("--activation-bits", type=any_int, metavar="A",
                    help="also fake-quantize the inputs of the quantized layers (and ReLU6 outputs) "
                         "to A bits, 2..8 or 16; needs --data for calibration")
     p.add_argument("--observer", choices=ACTIVATION_OBSERVERS,
@@ -55,7 +55,8 @@ def register(sub) -> None:
     add_finetune_args(p)
     p.add_argument("--json", action="store_true", help="print the history record as JSON")
     add_builder_args(p)
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, config_flags={"exclude_first_last": "--quantize-first-last",
+                                          "activation_observer": "--observer"})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from deepshrink.errors import UserError
-from deepshrink.models.registry import ArchSpec, build_model, make_spec, model_names
+from deepshrink.models.registry import ArchSpec, build_model, get_entry, make_spec, model_names
 
 __all__ = ["PRETRAINED_MEAN", "PRETRAINED_STD", "import_pretrained", "load_pretrained_state"]
 
@@ -55,11 +55,16 @@ def load_pretrained_state(path: str | Path) -> dict[str, torch.Tensor]:
     return {key.removeprefix("module."): value for key, value in data.items()}
 
 
+def cifar_resnets() -> list[str]:
+    """The zoo names of the CIFAR ResNets (the architectures the published checkpoints fit)."""
+    return [name for name in model_names() if get_entry(name).builder.__module__.endswith(".resnet_cifar")]
+
+
 def import_pretrained(model_name: str, checkpoint_path: str | Path) -> tuple[nn.Module, ArchSpec]:
     """Build zoo model ``model_name`` (a CIFAR ResNet) for 3x32x32 inputs and load the checkpoint
     into it with strict key and shape matching; ``num_classes`` comes from ``linear.weight``.
     Returns the model in eval mode and its spec; a checkpoint that does not fit is a UserError."""
-    resnets = [name for name in model_names() if name.startswith("resnet")]
+    resnets = cifar_resnets()
     if model_name not in resnets:
         raise UserError(f"pretrained import supports {', '.join(resnets)}; got {model_name!r}")
     state = load_pretrained_state(checkpoint_path)

@@ -40,7 +40,7 @@ def open_for_finetune(model_file: str | os.PathLike, epochs: int, device: str,
     from deepshrink.train.distributed import init_from_env
 
     if epochs and train_set is None:
-        raise UserError("fine-tuning (epochs > 0) needs training data: give --data")
+        raise UserError("fine-tuning (epochs > 0) needs training data")
     init_from_env(device)
     model, info = load_model(model_file)
     for dataset in (train_set, test_set):

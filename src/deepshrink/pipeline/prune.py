@@ -3,87 +3,20 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
-import torch
+from torch import nn
 
 from deepshrink.data import ImageDataset
-from deepshrink.errors import UserError
-from deepshrink.models import save_model
-from deepshrink.pipeline.datasets import open_for_finetune
-from deepshrink.pipeline.evaluate import accuracy_on
-from deepshrink.pipeline.train import with_early_exit_loss
-from deepshrink.prune import attach_full_masks, mask_method, masks_of, prunable_layers, prune_layers
-from deepshrink.prune.criteria import CRITERIA, SCOPES
-from deepshrink.prune.schedules import SCHEDULES, PruneSchedule, schedule_amounts
-from deepshrink.train import Trainer, TrainConfig, TrainHook
-from deepshrink.train.distributed import current
+from deepshrink.models import ModelInfo
+from deepshrink.pipeline.compress import Compression, FinetuneData, run_compression
+from deepshrink.prune.api import prune_, pruned_layers, pruning_hook, selected_layers
+from deepshrink.prune.config import PruneConfig
+from deepshrink.prune.mask import masks_of
+from deepshrink.train import TrainConfig, TrainHook
 
-
-@dataclass(frozen=True)
-class PruneSettings:
-    """What to prune and how. ``amount``: the target sparsity in [0, 1) (magnitude, random) or
-    the std factor s >= 0 (std: prune |w| < s * std(w)). ``prune_epochs``: epochs over which
-    linear/agp ramp up (default: half of the training epochs, at least 1).
-    ``max_layer_sparsity``: with the global magnitude criterion, no layer loses more than this
-    fraction of its weights (1: no cap)."""
-
-    amount: float
-    criterion: str = "magnitude"
-    scope: str = "layer"
-    schedule: str = "oneshot"
-    prune_epochs: int | None = None
-    exclude: tuple[str, ...] = ()
-    exclude_first_last: bool = True
-    seed: int = 0
-    max_layer_sparsity: float = 1.0
-
-    def check(self, epochs: int) -> None:
-        """A :class:`UserError` for any value out of range (given the training epochs)."""
-        for value, options, what in ((self.criterion, CRITERIA, "criterion"), (self.scope, SCOPES, "scope"),
-                                     (self.schedule, SCHEDULES, "schedule")):
-            if value not in options:
-                raise UserError(f"unknown {what} {value!r}; choose one of: {', '.join(options)}")
-        if self.criterion == "std":
-            if not self.amount >= 0:
-                raise UserError(f"std factor must be >= 0, got {self.amount}")
-        elif not 0.0 <= self.amount < 1.0:
-            raise UserError(f"sparsity must be in [0, 1), got {self.amount}")
-        self._check_cap()
-        if epochs < 0:
-            raise UserError(f"epochs must be >= 0, got {epochs}")
-        if self.prune_epochs is not None and not 1 <= self.prune_epochs <= max(epochs, 1):
-            raise UserError(f"prune epochs must be in [1, {max(epochs, 1)}], got {self.prune_epochs}")
-
-    def _check_cap(self) -> None:
-        cap = self.max_layer_sparsity
-        if not 0.0 < cap <= 1.0:
-            raise UserError(f"max layer sparsity must be in (0, 1], got {cap}")
-        if cap < 1.0 and (self.criterion, self.scope) != ("magnitude", "global"):
-            raise UserError("max layer sparsity applies to the magnitude criterion with global scope only")
-        if cap < 1.0 and self.amount > cap:
-            raise UserError(f"sparsity {self.amount} cannot be reached when no layer may exceed {cap}")
-
-    def ramp_epochs(self, epochs: int) -> int:
-        """Epochs over which linear/agp ramp up in a run of ``epochs`` epochs."""
-        return self.prune_epochs or max(1, epochs // 2)
-
-    def amounts(self, epochs: int) -> dict[int, float]:
-        """{epoch: amount} of the schedule for a run of ``epochs`` epochs."""
-        return schedule_amounts(self.schedule, self.amount, self.ramp_epochs(epochs))
-
-    def record(self, epochs: int) -> dict[str, Any]:
-        """The settings as a history entry of the model file."""
-        key = "std_factor" if self.criterion == "std" else "target_sparsity"
-        record = {"stage": "prune", "criterion": self.criterion, key: self.amount, "scope": self.scope,
-                  "schedule": self.schedule if epochs else "oneshot", "epochs": epochs,
-                  "exclude": list(self.exclude), "exclude_first_last": self.exclude_first_last}
-        if self.max_layer_sparsity < 1.0:
-            record["max_layer_sparsity"] = self.max_layer_sparsity
-        if epochs and self.schedule != "oneshot":
-            record["prune_epochs"] = self.ramp_epochs(epochs)
-        return record
+__all__ = ["PruneResult", "prune_job"]
 
 
 @dataclass(frozen=True)
@@ -94,7 +27,37 @@ class PruneResult:
     record: dict[str, Any]            # the history entry written to the model file
 
 
-def prune_job(model_file: str | os.PathLike, out: str | os.PathLike, settings: PruneSettings,
+class _FineGrained(Compression):
+    """One-shot masks before fine-tuning, or masks on ``config.schedule`` during it."""
+
+    def __init__(self, config: PruneConfig, epochs: int):
+        config.check_epochs(epochs)
+        self.config, self.epochs, self.names = config, epochs, []
+
+    def apply(self, model: nn.Module, info: ModelInfo) -> tuple[nn.Module, ModelInfo]:
+        self.names = selected_layers(model, self.config)
+        if not self.epochs:
+            prune_(model, self.config if self.config.schedule == "oneshot" else _oneshot(self.config))
+        return model, info
+
+    def training_hooks(self, model: nn.Module, epochs: int) -> list[TrainHook]:
+        return [pruning_hook(model, self.config, epochs)]
+
+    def finish(self, model: nn.Module, info: ModelInfo):
+        layers = pruned_layers(model, self.names)
+        masks = masks_of(model)
+        pruned = sum(masks[name].numel() - float(masks[name].sum()) for name in self.names)
+        record = {**self.config.record(self.epochs), "layers": layers,
+                  "sparsity": pruned / sum(masks[name].numel() for name in self.names)}
+        return model, info, record
+
+
+def _oneshot(config: PruneConfig) -> PruneConfig:
+    """``config`` pruning at once (a schedule without training epochs prunes to the target)."""
+    return replace(config, schedule="oneshot", prune_epochs=None)
+
+
+def prune_job(model_file: str | os.PathLike, out: str | os.PathLike, settings: PruneConfig,
               config: TrainConfig, *, train_set: ImageDataset | None = None,
               test_set: ImageDataset | None = None, run_dir: str | os.PathLike | None = None,
               resume: bool = False, hooks: Sequence[TrainHook] = ()) -> PruneResult:
@@ -106,32 +69,7 @@ def prune_job(model_file: str | os.PathLike, out: str | os.PathLike, settings: P
     taking part; an early-exit model fine-tunes with its joint exit loss. The masks are kept
     in the output.
     """
-    settings.check(config.epochs)
-    model, info = open_for_finetune(model_file, config.epochs, config.device, train_set, test_set)
-    names = list(prunable_layers(model, settings.exclude, exclude_first_last=settings.exclude_first_last))
-    if not names:
-        raise UserError(f"{model_file}: no Conv2d/Linear layer left to prune after the exclusions")
-    method = mask_method(settings.criterion, settings.scope, settings.seed, settings.max_layer_sparsity)
-    torch.manual_seed(config.seed)
-    if config.epochs == 0:
-        prune_layers(model, names, method, settings.amount)
-        test_top1 = accuracy_on(model, info, test_set, config.device, config.eval_batch_size) if test_set else None
-    else:
-        attach_full_masks(model, names)
-        hook = PruneSchedule(names, method, settings.amounts(config.epochs), recover=settings.schedule == "linear")
-        trainer = Trainer(model, train_set, test_set, config, out_dir=run_dir, info=info,
-                          hooks=with_early_exit_loss(model, [hook, *hooks]))
-        final = trainer.fit(resume=resume).final
-        model, info = trainer.model, trainer.info
-        test_top1 = final.top1 if final is not None else None
-    masks = masks_of(model)
-    layers = {name: 1.0 - float(masks[name].sum()) / masks[name].numel() for name in names}
-    pruned = sum(masks[name].numel() - float(masks[name].sum()) for name in names)
-    record = {**settings.record(config.epochs), "layers": layers,
-              "sparsity": pruned / sum(masks[name].numel() for name in names)}
-    if test_top1 is not None:
-        record["test_top1"] = test_top1
-    info.history.append(record)
-    if current().is_main:  # under torchrun only rank 0 writes
-        save_model(out, model, info)
-    return PruneResult(layers, record["sparsity"], test_top1, record)
+    data = FinetuneData(train_set, test_set, run_dir, resume, tuple(hooks))
+    outcome = run_compression(model_file, out, _FineGrained(settings, config.epochs), config, data)
+    record = outcome.record
+    return PruneResult(record["layers"], record["sparsity"], outcome.test_top1, record)

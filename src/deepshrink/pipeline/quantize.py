@@ -14,14 +14,12 @@ from torch import nn
 from deepshrink.data import BatchLoader, ImageDataset
 from deepshrink.errors import UserError
 from deepshrink.models import ModelInfo, save_model
-from deepshrink.pipeline.datasets import open_for_finetune
-from deepshrink.pipeline.evaluate import accuracy_on
-from deepshrink.pipeline.train import with_early_exit_loss
+from deepshrink.pipeline.compress import Compression, FinetuneData, run_compression
 from deepshrink.quant import (KMeansQuantizer, QuantConfig, activation_quantizers_of, attach_activation_quantizers,
                               calibrate_activations, quantize_, quantizers_of)
 from deepshrink.quant.mixed import CRITERIA as MIXED_CRITERIA
 from deepshrink.quant.mixed import DEFAULT_BITS, plan_mixed_precision, quantize_mixed_
-from deepshrink.train import Trainer, TrainConfig, TrainHook, resolve_device
+from deepshrink.train import TrainConfig, TrainHook, resolve_device
 from deepshrink.train.distributed import broadcast_from_main, current
 
 CALIBRATION_IMAGES = 512
@@ -51,6 +49,55 @@ class QuantizeResult:
     record: dict[str, Any]    # the history entry written to the model file
 
 
+class _Quantization(Compression):
+    """Quantizers (one bit-width, or per layer under a budget) and calibrated activation ranges
+    before fine-tuning (QAT / codebook fine-tuning); the record after it."""
+
+    def __init__(self, config: QuantConfig, train_config: TrainConfig, train_set: ImageDataset | None,
+                 calibration_images: int, mixed: MixedPrecision | None, source: str):
+        self.config, self.train_config, self.train_set = config, train_config, train_set
+        self.calibration_images, self.mixed, self.source = calibration_images, mixed, source
+
+    def apply(self, model: nn.Module, info: ModelInfo):
+        config, train_config = self.config, self.train_config
+        mixed_record = self._quantize(model, info)
+        layers = list(quantizers_of(model))
+        if not layers:
+            raise UserError(f"{self.source}: no Conv2d/Linear layer left to quantize after the exclusions")
+        device = resolve_device(train_config.device)
+        model.to(device)
+        share_codebooks_from_main(model)
+        self.record = {"stage": "quantize", **config.to_dict(), "finetune_epochs": train_config.epochs,
+                       "layers": layers}
+        if mixed_record is not None:
+            self.record.update(mixed_record)
+            del self.record["bits"]  # per layer, in the assignment
+        if config.activation_bits is not None:
+            self.record["calibration_images"] = calibrate_on(model, info, self._calibration(), device,
+                                                             train_config.eval_batch_size)
+        return model, info
+
+    def _calibration(self) -> ImageDataset:
+        return self.train_set.subset(min(self.calibration_images, len(self.train_set)))
+
+    def _quantize(self, model: nn.Module, info: ModelInfo) -> dict[str, Any] | None:
+        """Attach the quantizers; the mixed-precision record, if the bits are chosen per layer."""
+        config, mixed = self.config, self.mixed
+        if mixed is None:
+            quantize_(model, config)
+            return None
+        assignment, record = plan_mixed_precision(
+            model, info, config, mixed.budget_bytes, self._calibration(), bits_options=mixed.bits_options,
+            criterion=mixed.criterion, device=self.train_config.device, batch_size=self.train_config.eval_batch_size)
+        quantize_mixed_(model.cpu(), _bits_from_main(assignment), config)
+        if config.activation_bits is not None:
+            attach_activation_quantizers(model, list(assignment), config.activation_bits, config.activation_observer)
+        return record
+
+    def finish(self, model: nn.Module, info: ModelInfo):
+        return model, info, self.record
+
+
 def quantize_job(model_file: str | os.PathLike, out: str | os.PathLike, config: QuantConfig,
                  train_config: TrainConfig, *, train_set: ImageDataset | None = None,
                  test_set: ImageDataset | None = None, run_dir: str | os.PathLike | None = None,
@@ -74,51 +121,13 @@ def quantize_job(model_file: str | os.PathLike, out: str | os.PathLike, config: 
     if config.activation_bits is not None or mixed is not None:
         if train_set is None:
             raise UserError(f"{'quantizing activations' if mixed is None else 'mixed precision'} "
-                            "needs calibration images: give --data")
+                            "needs calibration images: give the training data")
         if isinstance(calibration_images, bool) or not isinstance(calibration_images, int) or calibration_images < 1:
             raise UserError(f"calibration images must be an integer >= 1, got {calibration_images!r}")
-    model, info = open_for_finetune(model_file, train_config.epochs, train_config.device, train_set, test_set)
-    torch.manual_seed(train_config.seed)
-    mixed_record = None
-    if mixed is None:
-        quantize_(model, config)
-    else:
-        calibration = train_set.subset(min(calibration_images, len(train_set)))
-        assignment, mixed_record = plan_mixed_precision(
-            model, info, config, mixed.budget_bytes, calibration, bits_options=mixed.bits_options,
-            criterion=mixed.criterion, device=train_config.device, batch_size=train_config.eval_batch_size)
-        quantize_mixed_(model.cpu(), _bits_from_main(assignment), config)
-        if config.activation_bits is not None:
-            attach_activation_quantizers(model, list(assignment), config.activation_bits, config.activation_observer)
-    layers = list(quantizers_of(model))
-    if not layers:
-        raise UserError(f"{model_file}: no Conv2d/Linear layer left to quantize after the exclusions")
-    device = resolve_device(train_config.device)
-    model.to(device)
-    share_codebooks_from_main(model)
-    record = {"stage": "quantize", **config.to_dict(), "finetune_epochs": train_config.epochs, "layers": layers}
-    if mixed_record is not None:
-        record.update(mixed_record)
-        del record["bits"]  # per layer, in the assignment
-    if config.activation_bits is not None:
-        calibration = train_set.subset(min(calibration_images, len(train_set)))
-        record["calibration_images"] = calibrate_on(model, info, calibration, device,
-                                                    train_config.eval_batch_size)
-    test_top1 = None
-    if train_config.epochs:
-        trainer = Trainer(model, train_set, test_set, train_config, out_dir=run_dir, info=info,
-                          hooks=with_early_exit_loss(model, hooks))
-        final = trainer.fit(resume=resume).final
-        model, info = trainer.model, trainer.info
-        test_top1 = final.top1 if final is not None else None
-    elif test_set is not None:
-        test_top1 = accuracy_on(model, info, test_set, train_config.device, train_config.eval_batch_size)
-    if test_top1 is not None:
-        record["test_top1"] = test_top1
-    info.history.append(record)
-    if current().is_main:  # under torchrun only rank 0 writes
-        save_model(out, model.cpu(), info)
-    return QuantizeResult(layers, test_top1, record)
+    quantization = _Quantization(config, train_config, train_set, calibration_images, mixed, str(model_file))
+    data = FinetuneData(train_set, test_set, run_dir, resume, tuple(hooks))
+    outcome = run_compression(model_file, out, quantization, train_config, data)
+    return QuantizeResult(outcome.record["layers"], outcome.test_top1, outcome.record)
 
 
 def calibrate_on(model: nn.Module, info: ModelInfo, images: ImageDataset, device: torch.device,

@@ -14,17 +14,15 @@ import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-import torch
+from torch import nn
 
 from deepshrink.data import ImageDataset
 from deepshrink.errors import UserError
-from deepshrink.models import ModelInfo, save_model
+from deepshrink.models import ModelInfo
 from deepshrink.models.early_exit import EarlyExitModel
-from deepshrink.pipeline.datasets import open_for_finetune
-from deepshrink.pipeline.evaluate import accuracy_on
-from deepshrink.prune.structured import GradualChannelPruning, StructuredSettings, prune_channels, pruned_spec
-from deepshrink.train import Trainer, TrainConfig, TrainHook
-from deepshrink.train.distributed import current
+from deepshrink.pipeline.compress import Compression, FinetuneData, run_compression
+from deepshrink.prune.structured import GradualChannelPruning, StructuredConfig, prune_channels, pruned_spec
+from deepshrink.train import TrainConfig, TrainHook
 
 __all__ = ["StructuredPruneResult", "structured_prune_job"]
 
@@ -36,7 +34,46 @@ class StructuredPruneResult:
     record: dict[str, Any]          # the history entry written to the model file
 
 
-def structured_prune_job(model_file: str | os.PathLike, out: str | os.PathLike, settings: StructuredSettings,
+class _Channels(Compression):
+    """One-shot removal before fine-tuning, or zeroing on a schedule during it and removal after."""
+
+    def __init__(self, config: StructuredConfig, epochs: int, source: str):
+        config.check_epochs(epochs)
+        self.config, self.epochs, self.source = config, epochs, source
+        self.gradual = config.schedule != "oneshot"
+        self.changes_after_training = self.gradual  # the zeroed channels are removed after it
+        self.reseed_before_training = not self.gradual  # as before the skeleton: seeded after the removal
+        self.record, self.hook = None, None
+
+    def apply(self, model: nn.Module, info: ModelInfo):
+        if isinstance(model, EarlyExitModel):  # the channel graph does not see the heads behind forward hooks
+            raise UserError(f"{self.source} has early exits, which structured pruning cannot resize; "
+                            "prune the model before adding exits")
+        self.shape = tuple(info.input.shape)
+        model.cpu()
+        if self.gradual:
+            return model, info
+        result = prune_channels(model, self.shape, self.config)
+        self.record = {"stage": "structured-prune", **self.config.record(), **result.record()}
+        return model, _resized(info, model, result, self.record)
+
+    def training_hooks(self, model: nn.Module, epochs: int) -> list[TrainHook]:
+        if not self.gradual:
+            return []
+        self.hook = GradualChannelPruning(model, self.shape, self.config, epochs)
+        return [self.hook]
+
+    def finish(self, model: nn.Module, info: ModelInfo):
+        if not self.gradual:
+            return model, info, self.record
+        model = model.cpu()
+        result = prune_channels(model, self.shape, self.config, plan=self.hook.plan)
+        record = {"stage": "structured-prune", **self.config.record(), "epochs": self.epochs,
+                  "prune_epochs": self.config.ramp_epochs(self.epochs), **result.record()}
+        return model, _resized(info, model, result, record), record
+
+
+def structured_prune_job(model_file: str | os.PathLike, out: str | os.PathLike, settings: StructuredConfig,
                          config: TrainConfig, *, train_set: ImageDataset | None = None,
                          test_set: ImageDataset | None = None, run_dir: str | os.PathLike | None = None,
                          resume: bool = False, hooks: Sequence[TrainHook] = ()) -> StructuredPruneResult:
@@ -48,45 +85,10 @@ def structured_prune_job(model_file: str | os.PathLike, out: str | os.PathLike, 
     A gradual ``settings.schedule`` prunes during the fine-tuning and removes the channels after
     it; the test accuracy is then measured on the physically pruned model.
     """
-    settings.check(config.epochs)
-    model, info = open_for_finetune(model_file, config.epochs, config.device, train_set, test_set)
-    if isinstance(model, EarlyExitModel):  # the channel graph does not see the heads behind forward hooks
-        raise UserError(f"{model_file} has early exits, which structured pruning cannot resize; "
-                        "prune the model before adding exits")
-    top1_before = accuracy_on(model, info, test_set, config.device, config.eval_batch_size) if test_set else None
-    model.cpu()
-    shape = tuple(info.input.shape)
-    if settings.schedule == "oneshot":
-        result = prune_channels(model, shape, settings)
-        record = {"stage": "structured-prune", **settings.record(), **result.record()}
-        info = _resized(info, model, result, record)
-        top1 = None
-        if config.epochs > 0:
-            torch.manual_seed(config.seed)
-            trainer = Trainer(model, train_set, test_set, config, out_dir=run_dir, info=info, hooks=hooks)
-            final = trainer.fit(resume=resume).final
-            model, info = trainer.model, trainer.info
-            top1 = final.top1 if final is not None else None
-    else:  # prune while fine-tuning, remove after it
-        torch.manual_seed(config.seed)
-        gradual = GradualChannelPruning(model, shape, settings, config.epochs)
-        trainer = Trainer(model, train_set, test_set, config, out_dir=run_dir, info=info, hooks=[gradual, *hooks])
-        trainer.fit(resume=resume)
-        model = trainer.model.cpu()
-        result = prune_channels(model, shape, settings, plan=gradual.plan)
-        record = {"stage": "structured-prune", **settings.record(), "epochs": config.epochs,
-                  "prune_epochs": settings.ramp_epochs(config.epochs), **result.record()}
-        info = _resized(trainer.info, model, result, record)
-        top1 = None
-    if top1 is None and test_set is not None:
-        top1 = accuracy_on(model, info, test_set, config.device, config.eval_batch_size)
-    if top1_before is not None:
-        record["test_top1_before"] = top1_before
-    if top1 is not None:
-        record["test_top1"] = top1
-    if current().is_main:  # under torchrun only rank 0 writes
-        save_model(out, model.cpu(), info)
-    return StructuredPruneResult(top1_before, top1, record)
+    data = FinetuneData(train_set, test_set, run_dir, resume, tuple(hooks))
+    outcome = run_compression(model_file, out, _Channels(settings, config.epochs, str(model_file)), config, data,
+                              measure_before=True)
+    return StructuredPruneResult(outcome.test_top1_before, outcome.test_top1, outcome.record)
 
 
 def _resized(info: ModelInfo, model, result, record: dict[str, Any]) -> ModelInfo:

@@ -13,9 +13,9 @@ from typing import Any
 from torch import nn
 from torch.nn.utils import parametrize
 
-from deepshrink.errors import UserError
+from deepshrink.errors import ConfigError, UserError
 from deepshrink.models.attach import quantizer_of  # re-exported: the quantizer on a module's weight
-from deepshrink.prune.select import prunable_layers
+from deepshrink.prune.select import FilterFn, prunable_layers
 from deepshrink.quant.activation import attach_activation_quantizers
 from deepshrink.quant.kmeans import INITS
 from deepshrink.quant.linear import BITS
@@ -53,20 +53,25 @@ class QuantConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude", tuple(self.exclude))
         if self.method not in METHODS:
-            raise UserError(f"unknown quantization method {self.method!r}; choose one of: {', '.join(METHODS)}")
+            self._fail("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
         allowed = BITS if self.method == "linear" else KMEANS_BITS
-        if self.bits not in allowed:
-            raise UserError(f"{self.method} quantization takes bits in 2..8"
-                            f"{' or 16' if 16 in allowed else ''}, got {self.bits}")
+        if self.bits not in allowed or isinstance(self.bits, bool):
+            self._fail("bits", f"must be one of 2..8{' or 16' if 16 in allowed else ''} for {self.method} quantization, "
+                               f"got {self.bits!r}")
         if self.method == "kmeans" and (self.symmetric or self.per_channel):
-            raise UserError("symmetric and per-channel apply to linear quantization, not k-means")
+            self._fail("symmetric" if self.symmetric else "per_channel", "applies to linear quantization, not k-means")
         if self.init not in INITS:
-            raise UserError(f"unknown k-means init {self.init!r}; choose one of: {', '.join(INITS)}")
-        if self.activation_bits is not None and self.activation_bits not in BITS:
-            raise UserError(f"activation quantization takes bits in 2..8 or 16, got {self.activation_bits}")
+            self._fail("init", f"must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.activation_bits is not None and (self.activation_bits not in BITS or isinstance(self.activation_bits, bool)):
+            self._fail("activation_bits", f"must be 2..8 or 16, got {self.activation_bits!r}")
         if self.activation_observer not in ACTIVATION_OBSERVERS:
-            raise UserError(f"unknown activation observer {self.activation_observer!r}; "
-                            f"choose one of: {', '.join(ACTIVATION_OBSERVERS)}")
+            self._fail("activation_observer", f"must be one of {', '.join(ACTIVATION_OBSERVERS)}, "
+                                              f"got {self.activation_observer!r}")
+        if not (isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0):
+            self._fail("seed", f"must be an integer >= 0, got {self.seed!r}")
+
+    def _fail(self, field: str, problem: str):
+        raise ConfigError("QuantConfig", field, problem)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings that apply to the method, as JSON data."""
@@ -79,8 +84,10 @@ class QuantConfig:
         return data
 
 
-def quantize_(model: nn.Module, config: QuantConfig) -> nn.Module:
-    """Attach a weight quantizer to each selected layer of ``model`` (in place; returns it).
+def quantize_(model: nn.Module, config: QuantConfig, filter_fn: FilterFn | None = None) -> nn.Module:
+    """Attach a weight quantizer to each selected layer of ``model`` (in place; returns it):
+    by default every Conv2d/Linear but the first conv and the classifier, or those
+    ``filter_fn(module, fqn)`` accepts (:mod:`deepshrink.prune.select`), minus ``config.exclude``.
 
     A layer that already has a pruning mask keeps it: the quantizer chains after it, so its
     zeros stay exactly zero. For k-means the clustering runs now, on the current (masked)
@@ -90,7 +97,8 @@ def quantize_(model: nn.Module, config: QuantConfig) -> nn.Module:
     are attached too; the input ones calibrate until
     :func:`deepshrink.quant.activation.calibrate_activations` freezes them.
     """
-    layers = prunable_layers(model, config.exclude, exclude_first_last=config.exclude_first_last)
+    layers = prunable_layers(model, config.exclude, exclude_first_last=config.exclude_first_last,
+                             filter_fn=filter_fn, owner="QuantConfig")
     for name, module in layers.items():
         if quantizer_of(module) is not None:
             raise UserError(f"{name} is already quantized; quantize the unquantized model instead")

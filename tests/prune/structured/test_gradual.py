@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from deepshrink.errors import UserError
+from deepshrink.errors import ConfigError, UserError
 from deepshrink.models import build_model, make_spec
-from deepshrink.prune.structured import StructuredSettings, plan_channels, prune_channels
+from deepshrink.prune.structured import StructuredConfig, plan_channels, prune_channels
 from deepshrink.prune.structured.gradual import GradualChannelPruning, zero_channels
 
 from .conftest import SeparableNet
@@ -31,8 +31,8 @@ def _removed(plan) -> int:
     return sum(len(index) for index in plan.removed.values())
 
 
-@pytest.mark.parametrize("settings", [StructuredSettings(ratio=0.5, global_ranking=True),  # residual groups too
-                                      StructuredSettings(ratio=0.5, li_resnet_rule=True)])
+@pytest.mark.parametrize("settings", [StructuredConfig(ratio=0.5, global_ranking=True),  # residual groups too
+                                      StructuredConfig(ratio=0.5, li_resnet_rule=True)])
 def test_zeroed_channels_output_exactly_zero_and_their_removal_keeps_outputs(settings):
     model = _resnet()
     plan = plan_channels(model, SHAPE, settings)
@@ -59,7 +59,7 @@ def test_zeroed_channels_output_exactly_zero_and_their_removal_keeps_outputs(set
 def test_depthwise_channels_zero_and_remove_alike():
     torch.manual_seed(0)
     model = SeparableNet().eval()
-    settings = StructuredSettings(ratio=0.5)
+    settings = StructuredConfig(ratio=0.5)
     plan = plan_channels(model, (3, 4, 4), settings)
     zero_channels(model, plan.removed)
     x = torch.randn(4, 3, 4, 4)
@@ -78,7 +78,7 @@ def _nudge(model: torch.nn.Module) -> None:
 
 def test_linear_schedule_grows_the_plan_then_keeps_it_at_zero():
     model = _resnet()
-    settings = StructuredSettings(ratio=0.5, li_resnet_rule=True, schedule="linear", prune_epochs=2)
+    settings = StructuredConfig(ratio=0.5, li_resnet_rule=True, schedule="linear", prune_epochs=2)
     hook = GradualChannelPruning(model, SHAPE, settings, epochs=4)
     trainer = SimpleNamespace(model=model)
     conv = model.layer1[0].conv1
@@ -107,7 +107,7 @@ def test_linear_schedule_grows_the_plan_then_keeps_it_at_zero():
 
 def test_state_round_trip_restores_the_plan_by_group_name():
     model = _resnet()
-    settings = StructuredSettings(target_macs_reduction=0.3, schedule="agp", prune_epochs=1)
+    settings = StructuredConfig(target_macs_reduction=0.3, schedule="agp", prune_epochs=1)
     hook = GradualChannelPruning(model, SHAPE, settings, epochs=2)
     assert GradualChannelPruning(model, SHAPE, settings, epochs=2).state_dict() == {}
     hook.on_epoch_start(SimpleNamespace(model=model), 0)
@@ -122,27 +122,32 @@ def test_state_round_trip_restores_the_plan_by_group_name():
 
 
 def test_scaled_settings_scale_every_amount():
-    settings = StructuredSettings(ratio=0.4, layer_ratios={"layer1.*": 0.6}, schedule="linear", prune_epochs=3)
+    settings = StructuredConfig(ratio=0.4, layer_ratios={"layer1.*": 0.6}, schedule="linear", prune_epochs=3)
     half = settings.scaled(0.5)
     assert half.ratio == pytest.approx(0.2) and half.layer_ratios == {"layer1.*": pytest.approx(0.3)}
     assert half.schedule == "oneshot" and half.prune_epochs is None
-    assert StructuredSettings(target_macs_reduction=0.5).scaled(0.25).target_macs_reduction == 0.125
+    assert StructuredConfig(target_macs_reduction=0.5).scaled(0.25).target_macs_reduction == 0.125
     assert settings.fractions(6) == {0: pytest.approx(1 / 3), 1: pytest.approx(2 / 3), 2: 1.0}
-    assert StructuredSettings(ratio=0.4, schedule="linear").fractions(4) == {0: 0.5, 1: 1.0}
+    assert StructuredConfig(ratio=0.4, schedule="linear").fractions(4) == {0: 0.5, 1: 1.0}
 
 
 @pytest.mark.parametrize("settings,epochs,needle", [
-    (StructuredSettings(ratio=0.5, schedule="linear"), 0, "give at least 1 epoch"),
-    (StructuredSettings(ratio=0.5, schedule="linear", prune_epochs=5), 4, "prune epochs must be in [1, 4]"),
-    (StructuredSettings(ratio=0.5, schedule="cubic"), 4, "unknown schedule 'cubic'"),
+    (StructuredConfig(ratio=0.5, schedule="linear"), 0, "StructuredConfig.schedule 'linear' prunes while fine-tuning"),
+    (StructuredConfig(ratio=0.5, schedule="linear", prune_epochs=5), 4,
+     "StructuredConfig.prune_epochs must be at most the 4 fine-tuning epochs"),
 ])
 def test_schedule_settings_are_checked(settings, epochs, needle):
-    with pytest.raises(UserError, match=needle.replace("[", r"\[").replace("]", r"\]")):
-        settings.check(epochs)
+    with pytest.raises(UserError, match=needle):
+        settings.check_epochs(epochs)
+
+
+def test_an_unknown_schedule_is_refused_on_construction():
+    with pytest.raises(ConfigError, match="StructuredConfig.schedule must be one of oneshot, linear, agp, got 'cubic'"):
+        StructuredConfig(ratio=0.5, schedule="cubic")
 
 
 def test_a_parametrized_model_is_refused_before_training():
     model = _resnet()
     torch.nn.utils.parametrize.register_parametrization(model.layer1[0].conv1, "weight", torch.nn.Identity())
     with pytest.raises(UserError, match="layer1.0.conv1 has a pruning mask or quantizer attached"):
-        GradualChannelPruning(model, SHAPE, StructuredSettings(ratio=0.5, schedule="linear"), epochs=2)
+        GradualChannelPruning(model, SHAPE, StructuredConfig(ratio=0.5, schedule="linear"), epochs=2)

@@ -6,7 +6,7 @@ import torch
 from deepshrink.analysis.costs import model_costs
 from deepshrink.errors import UserError
 from deepshrink.models import build_model, make_spec
-from deepshrink.prune.structured import StructuredSettings, prune_channels
+from deepshrink.prune.structured import StructuredConfig, prune_channels
 
 SHAPE = (3, 16, 16)
 
@@ -18,7 +18,7 @@ def small_resnet(shortcut="A"):
 
 def test_ratio_per_group_and_result_counts():
     model = small_resnet()
-    result = prune_channels(model, SHAPE, StructuredSettings(criterion="l1", ratio=0.5))
+    result = prune_channels(model, SHAPE, StructuredConfig(criterion="l1", ratio=0.5))
     assert result.channels["layer1.0.conv1"] == (8, 4) and result.channels["conv1"] == (8, 4)
     assert result.channels["layer3.0.conv2"] == (16, 8)  # layer3's padded channels
     assert model.layer3[2].conv2.out_channels == 4 + 4 + 8  # stem, layer2 pads, layer3 pads
@@ -32,7 +32,7 @@ def test_ratio_per_group_and_result_counts():
 def test_target_mac_reduction_is_reached(global_ranking):
     torch.manual_seed(0)
     model = build_model(make_spec("resnet20", width=4, image_size=8, shortcut="B")).eval()
-    settings = StructuredSettings(criterion="fpgm", target_macs_reduction=0.5, global_ranking=global_ranking)
+    settings = StructuredConfig(criterion="fpgm", target_macs_reduction=0.5, global_ranking=global_ranking)
     result = prune_channels(model, (3, 8, 8), settings)
     assert 0.5 <= result.macs_reduction < 0.6
     assert model(torch.randn(2, 3, 8, 8)).shape == (2, 10)
@@ -40,7 +40,7 @@ def test_target_mac_reduction_is_reached(global_ranking):
 
 def test_li_rule_prunes_only_the_first_conv_of_each_block_and_rounds():
     model = small_resnet()
-    result = prune_channels(model, SHAPE, StructuredSettings(ratio=0.7, li_resnet_rule=True, round_to=4))
+    result = prune_channels(model, SHAPE, StructuredConfig(ratio=0.7, li_resnet_rule=True, round_to=4))
     assert set(result.channels) == {f"layer{s}.{b}.conv1" for s in (1, 2, 3) for b in range(3)}
     assert all(after % 4 == 0 for _, after in result.channels.values())
     assert result.channels["layer3.1.conv1"] == (32, 12)  # keep 32 - 22 = 10 -> 12
@@ -54,7 +54,7 @@ def test_grouped_convolution_model_prunes_saves_and_reloads(small_models, tmp_pa
     from deepshrink.prune.structured.spec import pruned_spec
 
     model, shape = small_models["grouped"]
-    result = prune_channels(model, shape, StructuredSettings(criterion="l2", ratio=0.5))
+    result = prune_channels(model, shape, StructuredConfig(criterion="l2", ratio=0.5))
     assert result.channels == {"a": (8, 4), "g": (12, 8)}  # per group: 1 of 2 inputs, 2 of 3 filters left
     assert (model.g.in_channels, model.g.out_channels, model.g.groups) == (4, 8, 4)
     x = torch.randn(2, *shape)
@@ -67,11 +67,11 @@ def test_grouped_convolution_model_prunes_saves_and_reloads(small_models, tmp_pa
 def test_bad_settings_and_unprunable_models():
     model = small_resnet()
     with pytest.raises(UserError, match="exactly one"):
-        prune_channels(model, SHAPE, StructuredSettings(ratio=0.5, target_macs_reduction=0.5))
+        prune_channels(model, SHAPE, StructuredConfig(ratio=0.5, target_macs_reduction=0.5))
     with pytest.raises(UserError, match=r"ratio must be in \[0, 1\)"):
-        prune_channels(model, SHAPE, StructuredSettings(ratio=1.0))
+        prune_channels(model, SHAPE, StructuredConfig(ratio=1.0))
     with pytest.raises(UserError, match="out of reach"):
-        prune_channels(model, SHAPE, StructuredSettings(target_macs_reduction=0.99, li_resnet_rule=True))
+        prune_channels(model, SHAPE, StructuredConfig(target_macs_reduction=0.99, li_resnet_rule=True))
     vit = build_model(make_spec("vit-tiny", depth=1, dim=16, mlp_dim=32, image_size=8, patch_size=4))
     with pytest.raises(UserError, match="no layer of this model can be pruned"):
-        prune_channels(vit, (3, 8, 8), StructuredSettings(criterion="bn-scale", ratio=0.5))
+        prune_channels(vit, (3, 8, 8), StructuredConfig(criterion="bn-scale", ratio=0.5))

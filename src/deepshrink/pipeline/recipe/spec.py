@@ -50,7 +50,7 @@ class ExportSettings:
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage. ``settings``: PruneSettings, StructuredSettings, QuantConfig, EncodeSettings,
+    """One stage. ``settings``: PruneConfig, StructuredConfig, QuantConfig, EncodeSettings,
     ExportSettings, or None (train); ``train``: the training settings of a training stage;
     ``options``: the stage's keys as written (after checking), recorded in ``stage.json``.
     A quantize stage may have ``mixed`` (per-layer bits under a size budget; its QuantConfig's

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from deepshrink.errors import UserError
+from deepshrink.errors import ConfigError, UserError
 from deepshrink.models.builders import check_builder_name
-from deepshrink.pipeline.prune import PruneSettings
 from deepshrink.pipeline.quantize import MixedPrecision
 from deepshrink.pipeline.recipe.schema import (COMPRESSING, DATA_KEYS, DISTILL_KEYS, MODEL_KEYS, MODEL_SOURCES,
                                                QUANTIZE_JOB_KEYS, STAGE_KEYS, STAGE_KINDS, STAGE_REQUIRED, TOP_KEYS,
@@ -15,7 +14,8 @@ from deepshrink.pipeline.recipe.schema import (COMPRESSING, DATA_KEYS, DISTILL_K
 from deepshrink.pipeline.recipe.spec import (DataSpec, Distill, EncodeSettings, ExportSettings, ModelSource, Recipe,
                                              Stage)
 from deepshrink.pipeline.recipe.values import BadValue, did_you_mean
-from deepshrink.prune.structured import StructuredSettings
+from deepshrink.prune.config import PruneConfig
+from deepshrink.prune.structured import StructuredConfig
 from deepshrink.quant import BITS, QuantConfig
 from deepshrink.quant.api import KMEANS_BITS
 from deepshrink.quant.mixed import DEFAULT_BITS as MIXED_DEFAULT_BITS
@@ -31,6 +31,15 @@ def mixed_precision_of(options: dict[str, Any]) -> MixedPrecision | None:
     if "mixed_bits" in options:
         chosen["bits_options"] = tuple(sorted(set(options["mixed_bits"])))
     return MixedPrecision(round(options["mixed_budget_kb"] * 1024), **chosen)
+
+
+# config fields whose recipe key has another name
+RECIPE_KEYS = {"sparsity": "amount", "std_factor": "amount"}
+
+
+def recipe_key(field: str) -> str:
+    """The recipe key of a stage config's field (``PruneConfig.sparsity`` is ``amount``)."""
+    return RECIPE_KEYS.get(field, field)
 
 
 class Validator:
@@ -130,6 +139,11 @@ class Validator:
         try:
             settings = self.settings(kind, options, train)
             mixed = mixed_precision_of(options) if kind == "quantize" else None
+        except ConfigError as exc:  # a config names its field; the recipe names its key
+            key = recipe_key(exc.field)
+            if key in options:
+                raise self.fail(f"{path}.{key}", exc.problem) from None
+            raise self.fail(path, f"{key} {exc.problem}") from None
         except UserError as exc:
             raise self.fail(path, str(exc)) from None
         distill = None
@@ -141,8 +155,6 @@ class Validator:
 
     def ranges(self, kind: str, options: dict[str, Any], path: str) -> None:
         """Ranges that depend on another key of the stage: prune amount, quantization bits."""
-        if kind == "prune" and options.get("criterion") != "std" and not options["amount"] < 1:
-            raise self.fail(f"{path}.amount", f"must be a sparsity in [0, 1), got {options['amount']}")
         if kind != "quantize":
             return
         method = options.get("method", QuantConfig.method)
@@ -158,9 +170,6 @@ class Validator:
         else:
             if "bits" not in options:
                 raise self.fail(path, "missing required key 'bits' (or 'mixed_budget_kb' for per-layer bits)")
-            if options["bits"] not in allowed:
-                raise self.fail(f"{path}.bits",
-                                f"must be one of {shown} for {method} quantization, got {options['bits']}")
             for key in ("mixed_criterion", "mixed_bits"):
                 if key in options:
                     raise self.fail(f"{path}.{key}", "applies to mixed_budget_kb")
@@ -180,12 +189,14 @@ class Validator:
         own = {k: v for k, v in options.items() if k in STAGE_KEYS[kind] and k != "distill"}
         seed = {"seed": options["seed"]} if "seed" in options else {}
         if kind == "prune":
-            settings = PruneSettings(**own, **seed)
-            settings.check(train.epochs)
+            amount = own.pop("amount")
+            own["std_factor" if own.get("criterion") == "std" else "sparsity"] = amount
+            settings = PruneConfig(**own, **seed)
+            settings.check_epochs(train.epochs)
             return settings
         if kind == "structured":
-            settings = StructuredSettings(**own, **seed)
-            settings.check(train.epochs)
+            settings = StructuredConfig(**own, **seed)
+            settings.check_epochs(train.epochs)
             return settings
         if kind == "quantize":
             own = {k: v for k, v in own.items() if k not in QUANTIZE_JOB_KEYS}

@@ -17,7 +17,7 @@ from deepshrink.prune.structured.gradual import GradualChannelPruning, zero_chan
 from deepshrink.prune.structured.graph import DependencyGraph, trace
 from deepshrink.prune.structured.group import Group
 from deepshrink.prune.structured.importance import CRITERIA, channel_scores
-from deepshrink.prune.structured.pruner import (ChannelPlan, StructuredResult, StructuredSettings, plan_channels,
+from deepshrink.prune.structured.pruner import (ChannelPlan, StructuredResult, StructuredConfig, plan_channels,
                                                 prune_channels)
 from deepshrink.prune.structured.remove import remove_channels
 from deepshrink.prune.structured.spec import pruned_spec
@@ -31,7 +31,7 @@ __all__ = [
     "GradualChannelPruning",
     "Group",
     "StructuredResult",
-    "StructuredSettings",
+    "StructuredConfig",
     "channel_scores",
     "global_plan",
     "kept_channels",

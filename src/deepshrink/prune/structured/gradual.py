@@ -20,7 +20,7 @@ from torch.nn.utils import parametrize
 
 from deepshrink.prune.structured.graph import DependencyGraph
 from deepshrink.prune.structured.group import Group
-from deepshrink.prune.structured.pruner import ChannelPlan, StructuredSettings, plan_channels
+from deepshrink.prune.structured.pruner import ChannelPlan, StructuredConfig, plan_channels
 from deepshrink.prune.structured.remove import attached_error
 from deepshrink.train import TrainHook
 
@@ -53,9 +53,9 @@ class GradualChannelPruning(TrainHook):
     graph is traced from it for inputs of shape ``input_shape`` (C, H, W) before training.
     """
 
-    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], settings: StructuredSettings,
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], settings: StructuredConfig,
                  epochs: int):
-        settings.check(epochs)
+        settings.check_epochs(epochs)
         attached = next((name for name, m in model.named_modules() if parametrize.is_parametrized(m)), None)
         if attached is not None:
             raise attached_error(attached)

@@ -1,6 +1,6 @@
 """Structured pruning of a model: graph -> scores -> plan -> physical removal.
 
-``prune_channels(model, input_shape, StructuredSettings(...))`` resizes ``model`` in place and
+``prune_channels(model, input_shape, StructuredConfig(...))`` resizes ``model`` in place and
 returns what it did; :func:`plan_channels` only chooses the channels (a :class:`ChannelPlan`),
 which ``prune_channels(..., plan=...)`` then removes. With ``target_macs_reduction`` the ratio
 is found by bisection so that the MACs counted by :func:`deepshrink.analysis.costs.model_costs`
@@ -18,21 +18,22 @@ from torch import Tensor, nn
 
 from deepshrink.analysis import count_params
 from deepshrink.analysis.costs import model_costs
-from deepshrink.errors import UserError
+from deepshrink.errors import ConfigError, UserError
 from deepshrink.prune.schedules import SCHEDULES, schedule_amounts
+from deepshrink.prune.select import FilterFn
 from deepshrink.prune.structured.graph import DependencyGraph
 from deepshrink.prune.structured.group import Group
 from deepshrink.prune.structured.importance import CRITERIA, channel_scores
 from deepshrink.prune.structured.remove import remove_channels
 from deepshrink.prune.structured.strategy import global_plan, layer_plan
 
-__all__ = ["ChannelPlan", "StructuredResult", "StructuredSettings", "plan_channels", "prune_channels"]
+__all__ = ["ChannelPlan", "StructuredResult", "StructuredConfig", "plan_channels", "prune_channels"]
 
 _BISECTION_STEPS = 10
 
 
 @dataclass(frozen=True)
-class StructuredSettings:
+class StructuredConfig:
     """How to prune. Exactly one of ``ratio`` (fraction of channels removed, per group or, with
     ``global_ranking``, over all groups) and ``target_macs_reduction`` (fraction of MACs to
     remove). ``layer_ratios``: glob on a group's name (its first producing layer) -> ratio,
@@ -53,25 +54,33 @@ class StructuredSettings:
     schedule: str = "oneshot"
     prune_epochs: int | None = None
 
-    def check(self, epochs: int | None = None) -> None:
-        """A :class:`UserError` for any value out of range; with ``epochs`` (of fine-tuning) also
-        for a schedule that does not fit in them."""
-        if self.schedule not in SCHEDULES:
-            raise UserError(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
-        if epochs is not None and self.schedule != "oneshot" and epochs < 1:
-            raise UserError(f"a {self.schedule} schedule prunes while fine-tuning: give at least 1 epoch")
-        if self.prune_epochs is not None and not 1 <= self.prune_epochs <= max(epochs or 1, 1):
-            raise UserError(f"prune epochs must be in [1, {max(epochs or 1, 1)}], got {self.prune_epochs}")
-        if self.criterion not in CRITERIA:
-            raise UserError(f"unknown criterion {self.criterion!r}; choose one of: {', '.join(CRITERIA)}")
-        if (self.ratio is None) == (self.target_macs_reduction is None):
-            raise UserError("give exactly one of a pruning ratio and a target MAC reduction")
-        for value, what in ((self.ratio, "ratio"), (self.target_macs_reduction, "target MAC reduction"),
-                            *((r, f"ratio of {p!r}") for p, r in self.layer_ratios.items())):
-            if value is not None and not 0.0 <= value < 1.0:
-                raise UserError(f"{what} must be in [0, 1), got {value}")
-        if self.round_to < 1:
-            raise UserError(f"round-to must be >= 1, got {self.round_to}")
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layer_ratios", dict(self.layer_ratios))
+        for name, value, options in (("criterion", self.criterion, CRITERIA), ("schedule", self.schedule, SCHEDULES)):
+            if value not in options:
+                self._fail(name, f"must be one of {', '.join(options)}, got {value!r}")
+        if self.ratio is None and self.target_macs_reduction is None:
+            self._fail("ratio", "(or target_macs_reduction) must be given")
+        if self.ratio is not None and self.target_macs_reduction is not None:
+            self._fail("target_macs_reduction", "excludes ratio: give exactly one of them")
+        for name, value in (("ratio", self.ratio), ("target_macs_reduction", self.target_macs_reduction),
+                            *((f"layer_ratios[{p!r}]", r) for p, r in self.layer_ratios.items())):
+            if value is not None and not (_is_number(value) and 0.0 <= value < 1.0):
+                self._fail(name, f"must be in [0, 1), got {value!r}")
+        if not (_is_int(self.round_to) and self.round_to >= 1):
+            self._fail("round_to", f"must be an integer >= 1, got {self.round_to!r}")
+        if self.prune_epochs is not None and not (_is_int(self.prune_epochs) and self.prune_epochs >= 1):
+            self._fail("prune_epochs", f"must be an integer >= 1, got {self.prune_epochs!r}")
+
+    def _fail(self, field: str, problem: str):
+        raise ConfigError("StructuredConfig", field, problem)
+
+    def check_epochs(self, epochs: int) -> None:
+        """A :class:`ConfigError` when the schedule does not fit in ``epochs`` epochs of fine-tuning."""
+        if self.schedule != "oneshot" and epochs < 1:
+            self._fail("schedule", f"{self.schedule!r} prunes while fine-tuning: give at least 1 epoch")
+        if self.prune_epochs is not None and self.prune_epochs > max(epochs, 1):
+            self._fail("prune_epochs", f"must be at most the {max(epochs, 1)} fine-tuning epochs, got {self.prune_epochs}")
 
     def record(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if value is not None}
@@ -85,7 +94,7 @@ class StructuredSettings:
         epochs of fine-tuning; one-shot: ``{0: 1.0}``."""
         return schedule_amounts(self.schedule, 1.0, self.ramp_epochs(epochs))
 
-    def scaled(self, fraction: float) -> "StructuredSettings":
+    def scaled(self, fraction: float) -> "StructuredConfig":
         """One-shot settings for ``fraction`` of this amount (ratio, layer ratios or MAC target)."""
         def scale(value: float | None) -> float | None:
             return None if value is None else value * fraction
@@ -125,12 +134,16 @@ def _macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return model_costs(model, input_shape).totals["macs"]
 
 
-def _candidates(model: nn.Module, graph: DependencyGraph, settings: StructuredSettings,
-                skipped: dict[str, str]) -> list[tuple[Group, Tensor]]:
-    """(group, scores) of every group the settings allow pruning; notes the others in ``skipped``."""
+def _candidates(model: nn.Module, graph: DependencyGraph, settings: StructuredConfig,
+                skipped: dict[str, str], filter_fn: FilterFn | None = None) -> list[tuple[Group, Tensor]]:
+    """(group, scores) of every group the settings (and ``filter_fn``, asked about each group's
+    first producing layer) allow pruning; notes the others in ``skipped``."""
     generator = torch.Generator().manual_seed(settings.seed)
     scored = []
     for group in graph.groups:
+        if filter_fn is not None and not filter_fn(model.get_submodule(group.name), group.name):
+            skipped[group.name] = "left out by filter_fn"
+            continue
         if settings.li_resnet_rule and group.residual:
             skipped[group.name] = "residual block output (Li et al. rule: follows the shortcut)"
             continue
@@ -145,13 +158,13 @@ def _candidates(model: nn.Module, graph: DependencyGraph, settings: StructuredSe
     return scored
 
 
-def _plan(scored, settings: StructuredSettings, ratio: float) -> dict[Group, Tensor]:
+def _plan(scored, settings: StructuredConfig, ratio: float) -> dict[Group, Tensor]:
     if settings.global_ranking:
         return global_plan(scored, ratio, round_to=settings.round_to, normalize=settings.criterion != "bn-scale")
     return layer_plan(scored, ratio, round_to=settings.round_to, layer_ratios=settings.layer_ratios)
 
 
-def _ratio_for_target(model: nn.Module, input_shape, scored, settings: StructuredSettings,
+def _ratio_for_target(model: nn.Module, input_shape, scored, settings: StructuredConfig,
                       dense_macs: int) -> float:
     """The smallest ratio (bisection on [0, 1)) whose pruned model has <= the target MACs."""
     target = (1.0 - settings.target_macs_reduction) * dense_macs
@@ -183,18 +196,27 @@ class ChannelPlan:
     ratio: float
 
 
-def plan_channels(model: nn.Module, input_shape: tuple[int, ...], settings: StructuredSettings,
-                  graph: DependencyGraph | None = None) -> ChannelPlan:
+def plan_channels(model: nn.Module, input_shape: tuple[int, ...], settings: StructuredConfig,
+                  graph: DependencyGraph | None = None, filter_fn: FilterFn | None = None) -> ChannelPlan:
     """The channels ``settings`` remove from ``model`` (scored on its current weights, which are
-    not changed); ``graph``: the model's dependency graph, when already built."""
-    settings.check()
+    not changed); ``graph``: the model's dependency graph, when already built; ``filter_fn``:
+    see :func:`prune_channels`."""
     graph = graph or DependencyGraph(model, input_shape)
     skipped = dict(graph.skipped)
-    scored = _candidates(model, graph, settings, skipped)
+    scored = _candidates(model, graph, settings, skipped, filter_fn)
     ratio = settings.ratio
     if ratio is None:
         ratio = _ratio_for_target(model, input_shape, scored, settings, _macs(model, input_shape))
     return ChannelPlan(_plan(scored, settings, ratio), skipped, ratio)
+
+
+def input_shape_of(example_input: Tensor | tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of one input: a batch tensor's shape without its first dimension, or the shape given."""
+    if isinstance(example_input, Tensor):
+        if example_input.dim() < 2:
+            raise UserError(f"an example input needs a batch dimension, got shape {tuple(example_input.shape)}")
+        return tuple(example_input.shape[1:])
+    return tuple(int(v) for v in example_input)
 
 
 def _filter_counts(group: Group, removed: int) -> tuple[int, int]:
@@ -204,13 +226,27 @@ def _filter_counts(group: Group, removed: int) -> tuple[int, int]:
     return group.n * per_channel, (group.n - removed) * per_channel
 
 
-def prune_channels(model: nn.Module, input_shape: tuple[int, ...], settings: StructuredSettings,
-                   plan: ChannelPlan | None = None) -> StructuredResult:
-    """Prune ``model`` (resized in place) for inputs of shape ``input_shape`` (C, H, W): remove
-    ``plan``'s channels, by default those :func:`plan_channels` chooses with ``settings``."""
-    plan = plan or plan_channels(model, input_shape, settings)
+def prune_channels(model: nn.Module, example_input: Tensor | tuple[int, ...], settings: StructuredConfig,
+                   filter_fn: FilterFn | None = None, plan: ChannelPlan | None = None) -> StructuredResult:
+    """Prune ``model`` (resized in place) for inputs like ``example_input`` (a batch tensor, or
+    the shape (C, H, W) of one input): remove ``plan``'s channels, by default those
+    :func:`plan_channels` chooses with ``settings``.
+
+    Every channel group the dependency graph can resize is a candidate (the classifier's outputs
+    never are); ``filter_fn(module, fqn)``, asked about a group's first producing layer, keeps
+    the groups it rejects whole."""
+    input_shape = input_shape_of(example_input)
+    plan = plan or plan_channels(model, input_shape, settings, filter_fn=filter_fn)
     dense_macs, dense_params = _macs(model, input_shape), count_params(model).total
     resized = remove_channels(model, plan.removed)
     channels = {group.name: _filter_counts(group, len(index)) for group, index in plan.removed.items()}
     return StructuredResult(channels, resized, plan.skipped, dense_macs, _macs(model, input_shape),
                             dense_params, count_params(model).total, plan.ratio)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
