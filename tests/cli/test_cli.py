@@ -80,7 +80,7 @@ def test_library_mistakes_exit_2_with_one_line(tmp_path, capsys, trained):
     cases = [
         (["eval", str(tmp_path / "missing.safetensors"), "--data", "digits"], "model file not found"),
         (["eval", str(trained / "model.safetensors"), "--data", "digits"], "expects 3x16x16 images"),
-        (["eval", str(trained / "model.safetensors"), "--data", "cifar10"], "cifar10 needs --data-dir"),
+        (["eval", str(trained / "model.safetensors"), "--data", "cifar10"], "--data-dir is needed for cifar10"),
         (["eval", str(trained / "model.safetensors"), "--data", "cifar10", "--data-dir", str(tmp_path)], "cifar10"),
         (["bench", str(tmp_path / "nope")], "model file not found"),
         (["import-pretrained", str(tmp_path / "none.th"), "--model", "resnet20", "--out", str(tmp_path / "o")], "none.th"),

@@ -17,7 +17,7 @@ def test_errors():
         needs_data_dir("imagenet")
     with pytest.raises(UserError, match="'train' or 'test'"):
         load_dataset("digits", "val")
-    with pytest.raises(UserError, match="cifar10 needs --data-dir DIR.*cifar-10-batches-py"):
+    with pytest.raises(UserError, match="load_dataset.data_dir is needed for cifar10: .*cifar-10-batches-py"):
         load_dataset("cifar10", "train")
-    with pytest.raises(UserError, match="mnist needs --data-dir DIR.*train-images-idx3-ubyte"):
+    with pytest.raises(UserError, match="load_dataset.data_dir is needed for mnist: .*train-images-idx3-ubyte"):
         load_dataset("mnist", "test")

@@ -34,8 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"deepshrink: error: {exc.naming('--allow-builder {package}')}", file=sys.stderr)
         return 2
     except ConfigError as exc:  # name the command's flag, not the config field
-        print(f"deepshrink: error: {exc.naming(lambda field: flag_of(args, field)) if hasattr(args, 'config_flags') else exc}",
-              file=sys.stderr)
+        print(f"deepshrink: error: {exc.naming(lambda field: flag_of(args, field))}", file=sys.stderr)
         return 2
     except UserError as exc:
         print(f"deepshrink: error: {exc}", file=sys.stderr)

@@ -16,7 +16,7 @@ from deepshrink.data.digits import load_digits
 from deepshrink.data.loader import BatchLoader
 from deepshrink.data.mnist import load_mnist
 from deepshrink.data.synthetic import make_synthetic
-from deepshrink.errors import UserError
+from deepshrink.errors import ConfigError, UserError
 
 __all__ = [
     "DATASET_NAMES",
@@ -58,5 +58,5 @@ def load_dataset(name: str, split: str, data_dir: str | os.PathLike | None = Non
     if name == "synthetic":
         return make_synthetic(split)
     if data_dir is None:
-        raise UserError(f"{name} needs --data-dir DIR: {_FOLDER_LAYOUTS[name]}")
+        raise ConfigError("load_dataset", "data_dir", f"is needed for {name}: {_FOLDER_LAYOUTS[name]}")
     return load_cifar10(data_dir, split) if name == "cifar10" else load_mnist(data_dir, split)

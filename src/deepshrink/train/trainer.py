@@ -30,7 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from deepshrink.data import BatchLoader, ImageDataset
-from deepshrink.errors import UserError
+from deepshrink.errors import ConfigError, UserError
 from deepshrink.models.file import ModelInfo, save_model
 from deepshrink.train.checkpoint import load_checkpoint, save_checkpoint
 from deepshrink.train.config import TrainConfig, with_added_settings
@@ -373,9 +373,9 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if dtype is None:
         return None
     if not torch.amp.is_autocast_available(device.type):
-        raise UserError(f"--precision {precision} needs autocast, which {device.type} does not have")
+        raise ConfigError("TrainConfig", "precision", f"{precision!r} needs autocast, which {device.type} does not have")
     if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise UserError("--precision bf16: this GPU has no bfloat16 support; use fp16")
+        raise ConfigError("TrainConfig", "precision", "'bf16': this GPU has no bfloat16 support; use fp16")
     return dtype
 
 
