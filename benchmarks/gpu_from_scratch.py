@@ -95,7 +95,7 @@ def pack(root: str, out: str) -> None:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         for path in sorted(glob.glob(f"{root}/*/*")):
-            if os.path.basename(path) in ("metrics.jsonl", "stdout.txt", "model.safetensors"):
+            if os.path.basename(path) in ("metrics.jsonl", "stdout.txt", "model.safetensors", "best.safetensors"):
                 tar.add(path, arcname=os.path.relpath(path, root))
     with open(os.path.join(out, "results.tgz.tmp"), "wb") as handle:
         handle.write(buffer.getvalue())
