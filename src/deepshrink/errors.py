@@ -13,7 +13,7 @@ validator translate the field into their own flag or key (:meth:`ConfigError.nam
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 
 class UserError(ValueError):
@@ -32,8 +32,11 @@ class ConfigError(UserError):
         return f"{name_of(self.field)} {self.problem}"
 
 
-def check_fields(config: object, checks: list[tuple[bool, str, str]]) -> None:
-    """Raise a :class:`ConfigError` for the first ``(ok, field, problem)`` of ``checks`` that fails."""
-    for ok, field, problem in checks:
-        if not ok:
-            raise ConfigError(type(config).__name__, field, problem)
+def is_number(value: Any) -> bool:
+    """A real number for a config field: an int or float, not a bool, not NaN."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def is_int(value: Any) -> bool:
+    """An integer for a config field: an int, not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)

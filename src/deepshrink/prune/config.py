@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from deepshrink.errors import ConfigError
+from deepshrink.errors import ConfigError, is_int, is_number
 from deepshrink.prune.criteria import CRITERIA, SCOPES
 from deepshrink.prune.schedules import SCHEDULES, schedule_amounts
 
@@ -46,9 +46,9 @@ class PruneConfig:
                 self._fail(field, f"must be one of {', '.join(options)}, got {value!r}")
         self._check_amount()
         self._check_cap()
-        if self.prune_epochs is not None and not (_is_int(self.prune_epochs) and self.prune_epochs >= 1):
+        if self.prune_epochs is not None and not (is_int(self.prune_epochs) and self.prune_epochs >= 1):
             self._fail("prune_epochs", f"must be an integer >= 1, got {self.prune_epochs!r}")
-        if not (_is_int(self.seed) and self.seed >= 0):
+        if not (is_int(self.seed) and self.seed >= 0):
             self._fail("seed", f"must be an integer >= 0, got {self.seed!r}")
 
     def _fail(self, field: str, problem: str):
@@ -58,19 +58,19 @@ class PruneConfig:
         if self.criterion == "std":
             if self.sparsity is not None:
                 self._fail("sparsity", "does not apply to the std criterion: give std_factor")
-            if not (_is_number(self.std_factor) and math.isfinite(self.std_factor) and self.std_factor >= 0):
+            if not (is_number(self.std_factor) and math.isfinite(self.std_factor) and self.std_factor >= 0):
                 self._fail("std_factor", f"must be a finite number >= 0 for the std criterion, got {self.std_factor!r}")
             return
         if self.std_factor is not None:
             self._fail("std_factor", f"applies to the std criterion only, not {self.criterion}")
-        if not (_is_number(self.sparsity) and 0.0 <= self.sparsity < 1.0):
+        if not (is_number(self.sparsity) and 0.0 <= self.sparsity < 1.0):
             self._fail("sparsity", f"must be in [0, 1), got {self.sparsity!r}")
 
     def _check_cap(self) -> None:
         cap = self.max_layer_sparsity
         if cap is None:
             return
-        if not (_is_number(cap) and 0.0 < cap <= 1.0):
+        if not (is_number(cap) and 0.0 < cap <= 1.0):
             self._fail("max_layer_sparsity", f"must be in (0, 1], got {cap!r}")
         if cap < 1.0 and (self.criterion, self.scope) != ("magnitude", "global"):
             self._fail("max_layer_sparsity", "applies to the magnitude criterion with global scope only")
@@ -112,10 +112,3 @@ class PruneConfig:
             record["prune_epochs"] = self.ramp_epochs(epochs)
         return record
 
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

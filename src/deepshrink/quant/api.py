@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 from torch.nn.utils import parametrize
 
-from deepshrink.errors import ConfigError, UserError
+from deepshrink.errors import ConfigError, UserError, is_int
 from deepshrink.models.attach import quantizer_of  # re-exported: the quantizer on a module's weight
 from deepshrink.prune.select import FilterFn, prunable_layers
 from deepshrink.quant.activation import attach_activation_quantizers
@@ -67,7 +67,7 @@ class QuantConfig:
         if self.activation_observer not in ACTIVATION_OBSERVERS:
             self._fail("activation_observer", f"must be one of {', '.join(ACTIVATION_OBSERVERS)}, "
                                               f"got {self.activation_observer!r}")
-        if not (isinstance(self.seed, int) and not isinstance(self.seed, bool) and self.seed >= 0):
+        if not (is_int(self.seed) and self.seed >= 0):
             self._fail("seed", f"must be an integer >= 0, got {self.seed!r}")
 
     def _fail(self, field: str, problem: str):

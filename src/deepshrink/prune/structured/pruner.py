@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from deepshrink.analysis import count_params
 from deepshrink.analysis.costs import model_costs
-from deepshrink.errors import ConfigError, UserError
+from deepshrink.errors import ConfigError, UserError, is_int, is_number
 from deepshrink.prune.schedules import SCHEDULES, schedule_amounts
 from deepshrink.prune.select import FilterFn
 from deepshrink.prune.structured.graph import DependencyGraph
@@ -65,11 +65,11 @@ class StructuredConfig:
             self._fail("target_macs_reduction", "excludes ratio: give exactly one of them")
         for name, value in (("ratio", self.ratio), ("target_macs_reduction", self.target_macs_reduction),
                             *((f"layer_ratios[{p!r}]", r) for p, r in self.layer_ratios.items())):
-            if value is not None and not (_is_number(value) and 0.0 <= value < 1.0):
+            if value is not None and not (is_number(value) and 0.0 <= value < 1.0):
                 self._fail(name, f"must be in [0, 1), got {value!r}")
-        if not (_is_int(self.round_to) and self.round_to >= 1):
+        if not (is_int(self.round_to) and self.round_to >= 1):
             self._fail("round_to", f"must be an integer >= 1, got {self.round_to!r}")
-        if self.prune_epochs is not None and not (_is_int(self.prune_epochs) and self.prune_epochs >= 1):
+        if self.prune_epochs is not None and not (is_int(self.prune_epochs) and self.prune_epochs >= 1):
             self._fail("prune_epochs", f"must be an integer >= 1, got {self.prune_epochs!r}")
 
     def _fail(self, field: str, problem: str):
@@ -243,10 +243,3 @@ def prune_channels(model: nn.Module, example_input: Tensor | tuple[int, ...], se
     return StructuredResult(channels, resized, plan.skipped, dense_macs, _macs(model, input_shape),
                             dense_params, count_params(model).total, plan.ratio)
 
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
