@@ -42,7 +42,7 @@ from deepshrink.pipeline.recipe.schema import COMPRESSING, STAGE_KEYS, STAGE_KIN
 from deepshrink.pipeline.recipe.spec import (DataSpec, Distill, EncodeSettings, ExportSettings, ModelSource, Recipe,
                                              Stage)
 from deepshrink.pipeline.recipe.validate import Validator
-from deepshrink.pipeline.recipe.yaml_lines import compose
+from deepshrink.pipeline.recipe.yaml_lines import MAX_RECIPE_BYTES, compose
 
 __all__ = ["COMPRESSING", "STAGE_KEYS", "STAGE_KINDS", "TRAIN_KEYS", "DataSpec", "Distill", "EncodeSettings",
            "ExportSettings", "ModelSource", "Recipe", "Stage", "load_recipe", "parse_recipe"]
@@ -52,9 +52,13 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
     """Read and validate the recipe file at ``path``."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:  # read at most one byte past the limit, whatever the file is
+            data = handle.read(MAX_RECIPE_BYTES + 1)
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read recipe {path}: {exc}") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise UserError(f"{path}: the recipe is larger than {MAX_RECIPE_BYTES // (1 << 20)} MB")
     return parse_recipe(text, source=str(path), base_dir=path.parent)
 
 
