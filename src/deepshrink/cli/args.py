@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Any, NoReturn
@@ -15,6 +16,10 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        return finish_data_args(self, namespace), extras
 
 
 def _number(kind, name: str, low=None, high=None, low_open=False, high_open=False):
@@ -130,13 +135,58 @@ def print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def add_data_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    from deepshrink.data import DATASET_NAMES
+def data_choice(text: str) -> str:
+    """``--data``: a dataset name or ``folder:DIR`` (the folder is read later)."""
+    from deepshrink.data import DATASET_NAMES, is_folder_name
 
-    parser.add_argument("--data", required=required, choices=DATASET_NAMES, help="dataset name")
+    if text in DATASET_NAMES or (is_folder_name(text) and text != "folder:"):
+        return text
+    raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (choose from {', '.join(DATASET_NAMES)}, "
+                                     "or folder:DIR for your own images)")
+
+
+# the options of --data folder:DIR, named as FolderSource's fields
+FOLDER_OPTIONS = ("image_size", "cache_dir", "skip_bad_images", "test_fraction")
+
+
+def add_data_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    parser.add_argument("--data", required=required, type=data_choice, metavar="DATA",
+                        help="dataset: cifar10, digits, mnist, synthetic, or folder:DIR (your own images, one "
+                             "subfolder per class; DIR/train and DIR/val or DIR/test, or one tree split per class)")
     parser.add_argument("--data-dir", metavar="DIR",
                         help="folder holding the dataset (cifar10: cifar10_{train,test}.npz, "
                              "cifar-10-batches-py or cifar-10-batches-bin; mnist: idx files)")
+    folder = parser.add_argument_group("--data folder:DIR")
+    folder.add_argument("--image-size", type=positive_int, metavar="N",
+                        help="side of the square images: shorter side resized to N, then centre-cropped (default 32)")
+    folder.add_argument("--cache-dir", metavar="DIR",
+                        help="where decoded images are cached (default $XDG_CACHE_HOME/deepshrink or ~/.cache/deepshrink)")
+    folder.add_argument("--skip-bad-images", action="store_true", default=None,
+                        help="leave out files that are not readable images (counted on stderr) instead of failing")
+    folder.add_argument("--test-fraction", type=fraction_up_to_one, metavar="F",
+                        help="test share of each class when DIR has no train/ folder (default 0.2)")
+
+
+def finish_data_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """``args.data`` as a :class:`~deepshrink.data.FolderSource` for ``folder:DIR``, with the
+    folder options; those options without a folder are a usage error. In place, returned."""
+    from deepshrink.data import folder_source, is_folder_name
+    from deepshrink.errors import ConfigError
+
+    if not hasattr(args, "image_size"):  # a command without add_data_args
+        return args
+    given = {name: getattr(args, name) for name in FOLDER_OPTIONS if getattr(args, name, None) is not None}
+    data = getattr(args, "data", None)
+    if not is_folder_name(data):
+        if given:
+            parser.error(f"{', '.join(flag_of(args, name) for name in given)}: only with --data folder:DIR")
+        return args
+    if isinstance(data, str):
+        try:
+            args.data = dataclasses.replace(folder_source(data), **given)
+        except ConfigError as exc:
+            parser.error(exc.naming(lambda field: flag_of(args, field)))
+    return args
 
 
 def add_distill_args(parser: argparse.ArgumentParser) -> None:

@@ -6,14 +6,15 @@ import os
 
 from torch import nn
 
-from deepshrink.data import ImageDataset, load_dataset
-from deepshrink.errors import UserError
+from deepshrink.data import FolderSource, ImageDataset, is_folder_name, load_dataset
+from deepshrink.errors import ConfigError, UserError
 from deepshrink.models.file import ModelInfo, load_model
 
 
-def load_split(name: str, split: str, data_dir: str | os.PathLike | None = None,
+def load_split(name: str | FolderSource, split: str, data_dir: str | os.PathLike | None = None,
                limit: int | None = None) -> ImageDataset:
-    """One split of dataset ``name``, optionally only its first ``limit`` images."""
+    """One split of dataset ``name`` (a name, ``folder:DIR`` or a :class:`FolderSource`),
+    optionally only its first ``limit`` images."""
     dataset = load_dataset(name, split, data_dir)
     if limit is not None:
         if limit < 1:
@@ -26,6 +27,9 @@ def check_fits(info: ModelInfo, dataset: ImageDataset) -> None:
     """A :class:`UserError` when the model's input shape or class count differ from the data's."""
     if tuple(info.input.shape) != tuple(dataset.image_shape):
         shape = "x".join(map(str, info.input.shape))
+        if is_folder_name(dataset.name) and tuple(info.input.shape[:1]) == (3,):
+            raise ConfigError("FolderSource", "image_size", f"is {dataset.image_shape[1]} but the model expects "
+                                                            f"{shape} images")
         raise UserError(f"the model expects {shape} images but {dataset.name} has "
                         f"{'x'.join(map(str, dataset.image_shape))}")
     classes = info.arch.kwargs.get("num_classes")

@@ -113,8 +113,8 @@ def run_recipe(recipe: Recipe, *, out: str | os.PathLike | None = None, resume: 
 
 def _run(recipe: Recipe, out: Path, resume: bool, progress: bool | None, ranks: RankSync,
          on_stage: Callable[[StageRecord, bool], None] | None, allow_builders: tuple[str, ...]) -> RunResult:
-    ctx = _Context(recipe, out, load_split(recipe.data.name, "train", recipe.data.dir, recipe.data.limit_train),
-                   load_split(recipe.data.name, "test", recipe.data.dir, recipe.data.limit_test), resume, progress,
+    ctx = _Context(recipe, out, load_split(recipe.data.source, "train", recipe.data.dir, recipe.data.limit_train),
+                   load_split(recipe.data.source, "test", recipe.data.dir, recipe.data.limit_test), resume, progress,
                    ranks, allow_builders=allow_builders)
     stages: list[tuple[str, Stage | None]] = [("model", None), *((s.kind, s) for s in recipe.stages)]
     records, resumed, model = [], [], None
@@ -151,8 +151,9 @@ def _allowed(recipe: Recipe, allow_builders) -> tuple[str, ...]:
 def _check_can_start(recipe: Recipe, out: Path, resume: bool) -> None:
     """The files the recipe names exist, and ``out`` holds no run unless resuming (checked
     before anything runs, on every rank)."""
-    paths = [("data.dir", recipe.data.dir), (f"model.{'checkpoint' if recipe.model.kind == 'pretrained' else 'file'}",
-                                              recipe.model.path)]
+    folder = recipe.data.folder.root if recipe.data.folder is not None else None
+    paths = [("data.dir", recipe.data.dir), ("data.folder", folder),
+             (f"model.{'checkpoint' if recipe.model.kind == 'pretrained' else 'file'}", recipe.model.path)]
     for key, path in paths:
         if path is not None and not path.exists():
             raise UserError(f"{recipe.source}: {key}: {path} does not exist")

@@ -69,7 +69,11 @@ QUANTIZE_JOB_KEYS = ("calibration_images", "mixed_budget_kb", "mixed_criterion",
 STAGE_REQUIRED = {"train": ("epochs",), "prune": ("amount",), "export": ("format",)}
 TOP_KEYS = {"name": text, "out": text, "data": mapping, "model": mapping, "stages": None,
             "device": text, "threads": integer(1)}
-DATA_KEYS = {"name": choice(DATASET_NAMES), "dir": text, "limit_train": integer(1), "limit_test": integer(1)}
+DATA_KEYS = {"name": choice(DATASET_NAMES), "dir": text, "limit_train": integer(1), "limit_test": integer(1),
+             # your own images (FolderSource fields; ranges are its own checks)
+             "folder": text, "image_size": integer(), "cache_dir": text, "skip_bad_images": boolean,
+             "test_fraction": number(), "split_seed": integer()}
+FOLDER_KEYS = ("image_size", "cache_dir", "skip_bad_images", "test_fraction", "split_seed")
 MODEL_KEYS = {"zoo": choice(model_names()), "options": mapping, "pretrained": choice(model_names()),
               "checkpoint": text, "file": text, "builder": text, "kwargs": mapping}
 MODEL_SOURCES = ("zoo", "builder", "pretrained", "file")

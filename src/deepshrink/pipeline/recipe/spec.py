@@ -6,16 +6,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deepshrink.data import FolderSource
 from deepshrink.pipeline.quantize import MixedPrecision
 from deepshrink.train import TrainConfig
 
 
 @dataclass(frozen=True)
 class DataSpec:
+    """A dataset by ``name`` (read from ``dir`` when it needs one), or your own images:
+    ``name`` "folder" and ``folder`` the :class:`~deepshrink.data.FolderSource`."""
+
     name: str
     dir: Path | None = None
     limit_train: int | None = None
     limit_test: int | None = None
+    folder: FolderSource | None = None
+
+    @property
+    def source(self) -> str | FolderSource:
+        """What :func:`deepshrink.data.load_dataset` takes as the dataset."""
+        return self.folder if self.folder is not None else self.name
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from deepshrink.data import FolderSource
 from deepshrink.errors import ConfigError, UserError
 from deepshrink.models.builders import check_builder_name
 from deepshrink.pipeline.quantize import MixedPrecision
-from deepshrink.pipeline.recipe.schema import (COMPRESSING, DATA_KEYS, DISTILL_KEYS, MODEL_KEYS, MODEL_SOURCES,
-                                               QUANTIZE_JOB_KEYS, STAGE_KEYS, STAGE_KINDS, STAGE_REQUIRED, TOP_KEYS,
-                                               TRAIN_KEYS)
+from deepshrink.pipeline.recipe.schema import (COMPRESSING, DATA_KEYS, DISTILL_KEYS, FOLDER_KEYS, MODEL_KEYS,
+                                               MODEL_SOURCES, QUANTIZE_JOB_KEYS, STAGE_KEYS, STAGE_KINDS,
+                                               STAGE_REQUIRED, TOP_KEYS, TRAIN_KEYS)
 from deepshrink.pipeline.recipe.spec import (DataSpec, Distill, EncodeSettings, ExportSettings, ModelSource, Recipe,
                                              Stage)
 from deepshrink.pipeline.recipe.values import BadValue, did_you_mean
@@ -93,11 +94,30 @@ class Validator:
                       top.get("threads"), self.source)
 
     def data(self, value: Any) -> DataSpec:
-        data = self.mapping(value, "data", DATA_KEYS, ("name",))
+        data = self.mapping(value, "data", DATA_KEYS)
+        if ("name" in data) == ("folder" in data):
+            raise self.fail("data", "give exactly one of name (a dataset) and folder (your own images)")
+        if "folder" in data:
+            return DataSpec("folder", None, data.get("limit_train"), data.get("limit_test"), self.folder(data))
+        for key in FOLDER_KEYS:
+            if key in data:
+                raise self.fail(f"data.{key}", "applies only to data: {folder: DIR}")
         directory = self.path_of(data["dir"]) if "dir" in data else None
         if data["name"] == "cifar10" and directory is None:
             raise self.fail("data", "cifar10 needs 'dir' (the folder holding the dataset)")
         return DataSpec(data["name"], directory, data.get("limit_train"), data.get("limit_test"))
+
+    def folder(self, data: dict[str, Any]) -> FolderSource:
+        """The image-folder source of ``data: {folder: DIR, ...}`` (paths relative to the recipe)."""
+        if "dir" in data:
+            raise self.fail("data.dir", "does not apply to a folder dataset (folder names it)")
+        options = {key: data[key] for key in FOLDER_KEYS if key in data}
+        if "cache_dir" in options:
+            options["cache_dir"] = self.path_of(options["cache_dir"])
+        try:
+            return FolderSource(self.path_of(data["folder"]), **options)
+        except ConfigError as exc:
+            raise self.fail(f"data.{exc.field}", exc.problem) from None
 
     def model(self, value: Any) -> ModelSource:
         model = self.mapping(value, "model", MODEL_KEYS)
@@ -181,6 +201,11 @@ class Validator:
         values.setdefault("epochs", default_epochs)
         try:
             return TrainConfig(**values, device=device)
+        except ConfigError as exc:  # name the recipe key of the field (lr_schedule for schedule)
+            key = next((k for k, (name, _) in TRAIN_KEYS.items() if name == exc.field), exc.field)
+            if key in options:
+                raise self.fail(f"{path}.{key}", exc.problem) from None
+            raise self.fail(path, f"{key} {exc.problem}") from None
         except UserError as exc:
             raise self.fail(path, str(exc)) from None
 
