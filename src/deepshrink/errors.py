@@ -40,3 +40,11 @@ def is_number(value: Any) -> bool:
 def is_int(value: Any) -> bool:
     """An integer for a config field: an int, not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_fields(config: object, checks: list[tuple[bool, str, str]]) -> None:
+    """Raise a :class:`ConfigError` for the first ``(ok, field, problem)`` of ``checks`` that fails
+    (every ``ok`` is computed first, so each must be safe to evaluate on any value)."""
+    for ok, field, problem in checks:
+        if not ok:
+            raise ConfigError(type(config).__name__, field, problem)

@@ -6,14 +6,14 @@ import os
 import sys
 from typing import Sequence
 
-from deepshrink.cli import (bench, decode, demo, early_exit_sweep, encode, evaluate, export, import_pretrained, prune, quantize,
-                            report, run, sparse_opt, train)
+from deepshrink.cli import (bench, channel_sensitivity, decode, demo, early_exit_sweep, encode, evaluate, export,
+                            import_pretrained, prune, quantize, report, run, sparse_opt, train)
 from deepshrink.cli.args import Parser, flag_of, with_allowed_builders
 from deepshrink.errors import ConfigError, UserError
 from deepshrink.models.builders import BuilderNotAllowed
 
 COMMANDS = (demo, train, evaluate, bench, import_pretrained, prune, report, sparse_opt, encode, decode, quantize, export, run,
-            early_exit_sweep)
+            early_exit_sweep, channel_sensitivity)
 
 
 def build_parser() -> Parser:

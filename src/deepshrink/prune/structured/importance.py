@@ -13,7 +13,9 @@ Each slice of a channel is flattened into one vector per tensor; a tensor's scor
 and the group score is the **mean over the group's tensors** of those scores. ``bn-scale``
 is the mean |gamma| over the group's BatchNorm layers (network slimming, Liu et al. 2017; train
 with :class:`deepshrink.prune.regularizers.BatchNormL1` first); a group without BatchNorm has no
-score. ``random`` draws uniform scores from a seeded generator.
+score. ``random`` draws uniform scores from a seeded generator. ``l1-largest`` reverses ``l1``
+(the largest filters score lowest, so they are removed first): the control of Li et al.'s
+filter-selection experiment, never a sensible choice in practice.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from deepshrink.prune.structured.group import Group
 
 __all__ = ["CRITERIA", "channel_scores"]
 
-CRITERIA = ("l1", "l2", "fpgm", "bn-scale", "random")
+CRITERIA = ("l1", "l2", "fpgm", "bn-scale", "random", "l1-largest")
 
 _WEIGHT_DIM = {"out": 0, "dw": 0, "in": 1, "gin": 1}
 
@@ -48,6 +50,7 @@ _VECTOR_SCORES: dict[str, Callable[[Tensor], Tensor]] = {
     "l1": lambda v: v.abs().sum(dim=1),
     "l2": lambda v: v.norm(dim=1),
     "fpgm": _fpgm,
+    "l1-largest": lambda v: (lambda l1: l1.max() - l1)(v.abs().sum(dim=1)),  # l1's order reversed, >= 0
 }
 
 
