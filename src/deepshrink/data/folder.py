@@ -99,11 +99,9 @@ def load_folder(source: FolderSource, split: str,
     cached = folder_cache.read(source, split, base, classes, entries)
     if cached is None:
         cached = _decode_all(source, split, base, classes, entries, progress)
-    images, labels, skipped = cached
-    _check_skipped(source, split, base, classes, skipped, labels)
-    mean, std = channel_stats(images)
-    return ImageDataset(name=source.name, images=torch.from_numpy(images), labels=torch.from_numpy(labels),
-                        classes=classes, mean=mean, std=std,
+    _check_skipped(source, split, base, classes, cached.skipped, cached.labels)
+    return ImageDataset(name=source.name, images=torch.from_numpy(cached.images),
+                        labels=torch.from_numpy(cached.labels), classes=classes, mean=cached.mean, std=cached.std,
                         augment=Augment(crop_padding=max(1, source.image_size // 8), hflip=True))
 
 
@@ -210,8 +208,8 @@ def _try_decode(path: Path, size: int) -> np.ndarray | str:
 
 
 def _decode_all(source: FolderSource, split: str, base: Path, classes: tuple[str, ...], entries: list[Entry],
-                progress: bool | None) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
-    """Decode every entry (threads; Pillow releases the GIL) and write the cache."""
+                progress: bool | None) -> folder_cache.Decoded:
+    """Decode every entry (threads; Pillow releases the GIL), measure mean and std, write the cache."""
     size = source.image_size
     images = np.empty((len(entries), 3, size, size), dtype=np.uint8)
     labels, skipped = [], []
@@ -231,8 +229,9 @@ def _decode_all(source: FolderSource, split: str, base: Path, classes: tuple[str
             labels.append(entry.label)
     finally:
         pool.shutdown(cancel_futures=True)
-    decoded = (images[:len(labels)], np.asarray(labels, dtype=np.int64), skipped)
-    folder_cache.write(source, split, base, classes, entries, *decoded)
+    images = images[:len(labels)]
+    decoded = folder_cache.Decoded(images, np.asarray(labels, dtype=np.int64), skipped, *channel_stats(images))
+    folder_cache.write(source, split, base, classes, entries, decoded)
     return decoded
 
 
@@ -262,15 +261,13 @@ def _stderr(line: str) -> None:
 
 
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 (N, C, H, W) pixels scaled to [0, 1] (exact, from a
-    histogram per channel; std at least 1/255)."""
-    values = np.arange(256, dtype=np.float64) / 255
-    means, stds = [], []
-    for channel in range(images.shape[1]):
-        counts = np.bincount(images[:, channel].reshape(-1), minlength=256).astype(np.float64)
-        total = max(counts.sum(), 1.0)
-        mean = float(counts @ values / total)
-        var = float(counts @ (values - mean) ** 2 / total)
-        means.append(mean)
-        stds.append(max(var ** 0.5, 1 / 255))
-    return tuple(means), tuple(stds)
+    """Per-channel mean and std of uint8 (N, C, H, W) pixels scaled to [0, 1], from exact
+    integer sums (64 images at a time); std at least 1/255."""
+    squares_of = np.arange(256, dtype=np.uint32) ** 2
+    total = images.sum(axis=(0, 2, 3), dtype=np.uint64).astype(np.float64)
+    squares = sum((squares_of[images[i:i + 64]].sum(axis=(0, 2, 3), dtype=np.uint64)
+                   for i in range(0, len(images), 64)), np.zeros(images.shape[1], np.uint64)).astype(np.float64)
+    count = max(len(images) * images.shape[2] * images.shape[3], 1)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean ** 2, 0))
+    return tuple((mean / 255).tolist()), tuple(np.maximum(std / 255, 1 / 255).tolist())

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,7 +27,18 @@ if TYPE_CHECKING:
     from deepshrink.data.folder import Entry, FolderSource
 
 VERSION = 1  # bump when decoding changes what the arrays hold
-Decoded = tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]  # images, labels, skipped (path, why)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded split: uint8 (N, 3, S, S) ``images``, int64 ``labels``, the ``skipped`` files
+    (path, why) and the per-channel ``mean`` and ``std`` of the images."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    skipped: list[tuple[str, str]]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
 
 
 def cache_dir(source: FolderSource) -> Path:
@@ -80,25 +92,27 @@ def read(source: FolderSource, split: str, base: Path, classes: tuple[str, ...],
 
 
 def _checked(arrays: dict[str, np.ndarray], key: str, classes: tuple[str, ...], size: int) -> Decoded | None:
-    images, labels = arrays["images"], arrays["labels"]
+    images, labels, mean, std = arrays["images"], arrays["labels"], arrays["mean"], arrays["std"]
     if (str(arrays["key"]) != key or tuple(arrays["classes"].tolist()) != classes
             or images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (3, size, size)
             or labels.dtype != np.int64 or labels.shape != images.shape[:1]
-            or (labels.size and (labels.min() < 0 or labels.max() >= len(classes)))):
+            or (labels.size and (labels.min() < 0 or labels.max() >= len(classes)))
+            or mean.shape != (3,) or std.shape != (3,) or not (std > 0).all()):
         return None
     skipped = list(zip(arrays["skipped_paths"].tolist(), arrays["skipped_reasons"].tolist()))
-    return np.ascontiguousarray(images), labels, skipped
+    return Decoded(np.ascontiguousarray(images), labels, skipped, tuple(mean.tolist()), tuple(std.tolist()))
 
 
 def write(source: FolderSource, split: str, base: Path, classes: tuple[str, ...], entries: list[Entry],
-          images: np.ndarray, labels: np.ndarray, skipped: list[tuple[str, str]]) -> Path | None:
+          decoded: Decoded) -> Path | None:
     """Store a decoded split (atomically) and drop older entries of the same tree, split and
     size; a cache that cannot be written is reported on stderr, not an error."""
     key = key_of(source, split, base, classes, entries)
     path = path_of(source, split, key)
-    arrays = {"images": images, "labels": labels, "key": np.array(key), "classes": np.array(classes, dtype=str),
-              "skipped_paths": np.array([p for p, _ in skipped], dtype=str),
-              "skipped_reasons": np.array([w for _, w in skipped], dtype=str)}
+    arrays = {"images": decoded.images, "labels": decoded.labels, "key": np.array(key),
+              "classes": np.array(classes, dtype=str), "mean": np.array(decoded.mean), "std": np.array(decoded.std),
+              "skipped_paths": np.array([p for p, _ in decoded.skipped], dtype=str),
+              "skipped_reasons": np.array([w for _, w in decoded.skipped], dtype=str)}
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
