@@ -54,3 +54,20 @@ def test_recipe_bomb_through_the_command_line(tmp_path, capsys):
     path.write_text(BILLION_LAUGHS)
     assert main(["run", str(path)]) == 2
     assert "anchors and aliases" in _one_error_line(capsys)
+
+
+# --- non-finite training settings ----------------------------------------------------------------
+
+@pytest.mark.parametrize("flag", ["--lr", "--weight-decay", "--gamma", "--warmup-epochs"])
+def test_train_refuses_infinite_settings_naming_the_flag(flag, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--model", "digits-cnn", "--data", "synthetic", "--out", str(out), "--epochs", "1",
+                 flag, "inf"]) == 2
+    assert _one_error_line(capsys).startswith(f"deepshrink: error: {flag} must be a finite number")
+    assert not out.exists()
+
+
+def test_recipe_names_the_key_of_an_infinite_learning_rate(tmp_path):
+    text = "name: x\nout: runs\ndata: {name: synthetic}\nmodel: {zoo: digits-cnn}\nstages:\n  - train: {epochs: 1, lr: .inf}\n"
+    with pytest.raises(UserError, match=r"line 6: stages\[0\]\.train\.lr: must be a finite number > 0, got inf"):
+        parse_recipe(text, source="r.yaml")

@@ -308,5 +308,5 @@ def test_resume_refuses_a_changed_precision(synthetic, tmp_path):
     _trainer(synthetic, _config(epochs=1), tmp_path).fit()
     with pytest.raises(UserError, match="precision was 'fp32', now 'bf16'"):
         _trainer(synthetic, _config(epochs=1, precision="bf16"), tmp_path).fit(resume=True)
-    with pytest.raises(UserError, match="unknown precision 'fp8'"):
+    with pytest.raises(UserError, match="precision must be one of fp32, fp16, bf16, got 'fp8'"):
         _config(precision="fp8")

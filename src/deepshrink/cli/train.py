@@ -60,19 +60,19 @@ def register(sub) -> None:
                    help="loss weight of each exit (default 1 each); the final classifier weighs 1")
     add_distill_args(p)
     add_builder_args(p, ("init", "teacher"))
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, config_flags={"augment": "--no-augment"})
 
 
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
-    train_set = load_split(args.data, "train", args.data_dir, args.limit_train)
-    test_set = load_split(args.data, "test", args.data_dir, args.limit_test)
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
         schedule=args.schedule, warmup_epochs=args.warmup_epochs, milestones=tuple(args.milestones),
         gamma=args.gamma, label_smoothing=args.label_smoothing, augment=not args.no_augment,
         seed=args.seed, eval_every=args.eval_every, device=args.device, precision=args.precision)
+    train_set = load_split(args.data, "train", args.data_dir, args.limit_train)
+    test_set = load_split(args.data, "test", args.data_dir, args.limit_test)
     trainer, result = train_job(train_set, test_set, config, model_name=args.model,
                                 model_options=dict(args.model_opt), init_from=args.init,
                                 out_dir=args.out, resume=args.resume, hooks=distill_hooks(args, train_set),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from deepshrink.errors import UserError
+from deepshrink.errors import check_fields, is_int, is_number
 from deepshrink.train.optim import OPTIMIZERS
 from deepshrink.train.schedule import SCHEDULES
 
@@ -15,6 +16,9 @@ RESUME_FREE = ("device", "progress", "eval_batch_size")
 # Arithmetic of the training forward pass: float32, or autocast to float16 (with dynamic loss
 # scaling) or bfloat16; the weights and the optimiser stay float32 in every case.
 PRECISIONS = ("fp32", "fp16", "bf16")
+
+# The largest finite float32: rates and factors beyond it are infinite in the optimiser.
+FLOAT32_MAX = 3.4028234663852886e38
 
 # Settings added after runs were saved, with the value every older run had.
 ADDED_SETTINGS = {"precision": "fp32"}
@@ -47,26 +51,31 @@ class TrainConfig:
     progress: bool | None = None  # None: show progress bars only on a terminal
 
     def __post_init__(self) -> None:
-        self.milestones = tuple(float(m) for m in self.milestones)
-        checks = [
-            (self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch size must be >= 1, got {self.batch_size}"),
-            (self.eval_batch_size >= 1, f"eval batch size must be >= 1, got {self.eval_batch_size}"),
-            (self.lr > 0, f"learning rate must be > 0, got {self.lr}"),
-            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
-            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
-            (0 <= self.label_smoothing < 1, f"label smoothing must be in [0, 1), got {self.label_smoothing}"),
-            (self.warmup_epochs >= 0, f"warm-up epochs must be >= 0, got {self.warmup_epochs}"),
-            (self.gamma > 0, f"gamma must be > 0, got {self.gamma}"),
-            (self.eval_every >= 1, f"eval-every must be >= 1, got {self.eval_every}"),
-            (self.max_bad_steps >= 1, f"max bad steps must be >= 1, got {self.max_bad_steps}"),
-            (self.optimizer in OPTIMIZERS, f"unknown optimizer {self.optimizer!r}; choose one of: {', '.join(OPTIMIZERS)}"),
-            (self.schedule in SCHEDULES, f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}"),
-            (self.precision in PRECISIONS, f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(message)
+        if isinstance(self.milestones, (list, tuple)) and all(is_number(m) for m in self.milestones):
+            self.milestones = tuple(float(m) for m in self.milestones)
+        check_fields(self, [
+            (_int_at_least(self.epochs, 0), "epochs", f"must be an integer >= 0, got {self.epochs!r}"),
+            (_int_at_least(self.batch_size, 1), "batch_size", f"must be an integer >= 1, got {self.batch_size!r}"),
+            (_int_at_least(self.eval_batch_size, 1), "eval_batch_size",
+             f"must be an integer >= 1, got {self.eval_batch_size!r}"),
+            (_finite(self.lr) and self.lr > 0, "lr", f"must be a finite number > 0, got {self.lr!r}"),
+            (_finite(self.momentum) and 0 <= self.momentum < 1, "momentum", f"must be in [0, 1), got {self.momentum!r}"),
+            (_finite(self.weight_decay) and self.weight_decay >= 0, "weight_decay",
+             f"must be a finite number >= 0, got {self.weight_decay!r}"),
+            (_finite(self.label_smoothing) and 0 <= self.label_smoothing < 1, "label_smoothing",
+             f"must be in [0, 1), got {self.label_smoothing!r}"),
+            (_finite(self.warmup_epochs) and self.warmup_epochs >= 0, "warmup_epochs",
+             f"must be a finite number >= 0, got {self.warmup_epochs!r}"),
+            (isinstance(self.milestones, tuple) and all(_finite(m) and m > 0 for m in self.milestones), "milestones",
+             f"must be finite numbers > 0, got {self.milestones!r}"),
+            (_finite(self.gamma) and self.gamma > 0, "gamma", f"must be a finite number > 0, got {self.gamma!r}"),
+            (_int_at_least(self.eval_every, 1), "eval_every", f"must be an integer >= 1, got {self.eval_every!r}"),
+            (_int_at_least(self.max_bad_steps, 1), "max_bad_steps", f"must be an integer >= 1, got {self.max_bad_steps!r}"),
+            (self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
+            (self.schedule in SCHEDULES, "schedule", f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (self.precision in PRECISIONS, "precision",
+             f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
+        ])
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -83,3 +92,13 @@ class TrainConfig:
 def with_added_settings(saved: dict[str, Any]) -> dict[str, Any]:
     """A saved run's settings, completed with :data:`ADDED_SETTINGS` it predates."""
     return {**ADDED_SETTINGS, **saved}
+
+
+def _finite(value: Any) -> bool:
+    """A real number (not a bool, NaN or infinity) that is finite in float32, the optimiser's type."""
+    return is_number(value) and math.isfinite(value) and abs(value) <= FLOAT32_MAX
+
+
+def _int_at_least(value: Any, low: int) -> bool:
+    """An integer (not a bool) >= ``low``."""
+    return is_int(value) and value >= low

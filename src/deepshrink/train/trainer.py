@@ -121,6 +121,8 @@ class Trainer:
         self.step = 0       # optimiser steps taken (including skipped bad steps)
         self.bad_steps = 0  # consecutive non-finite losses (or gradients, at the lowest loss scale)
         self.overflow_steps = 0  # steps of the current epoch skipped for fp16 gradient overflow
+        self._before: list[torch.Tensor] | None = None  # the parameters before the current step
+        self._parameter_names = {name for name, _ in self.model.named_parameters()}
         self.best_top1, self.best_epoch = -1.0, 0
         self.history: list[dict[str, Any]] = []  # one metrics record per finished epoch
 
@@ -202,11 +204,15 @@ class Trainer:
             return None, None
         if self.loss_scaler is not None:
             return self._scaled_step(outputs, loss)
-        self.bad_steps = 0
         loss.backward()
         for hook in self.hooks:
             hook.after_backward(self)
+        self._snapshot()
         self.optimizer.step()
+        if self._undo_non_finite():
+            self._bad_step("the step left weights inf/NaN")
+            return None, None
+        self.bad_steps = 0
         for hook in self.hooks:
             hook.after_step(self)
         self._advance()
@@ -221,8 +227,12 @@ class Trainer:
         scaler.unscale_(self.optimizer)
         for hook in self.hooks:
             hook.after_backward(self)
+        self._snapshot()
         stepped = scaler.step(self.optimizer)
         scaler.update()
+        if stepped and self._undo_non_finite():
+            self._bad_step("the step left weights inf/NaN")
+            return None, None
         if stepped:
             for hook in self.hooks:
                 hook.after_step(self)
@@ -234,6 +244,27 @@ class Trainer:
         else:
             self._bad_step(f"gradients were inf/NaN at loss scale {scale:g}")
         return outputs.detach(), loss.item()
+
+    def _snapshot(self) -> None:
+        """Copy the optimised parameters aside (into buffers kept from step to step), so that
+        :meth:`_undo_non_finite` can put them back."""
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if self._before is None or len(self._before) != len(params) \
+                or any(b.shape != p.shape for b, p in zip(self._before, params)):
+            self._before = [torch.empty_like(p) for p in params]
+        with torch.no_grad():
+            torch._foreach_copy_(self._before, params)
+
+    def _undo_non_finite(self) -> bool:
+        """True, with the parameters of :meth:`_snapshot` restored, when the optimiser step just
+        taken left any of them inf or NaN (on any rank); a finite step is kept."""
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        finite = bool(torch.stack([torch.isfinite(p).all() for p in params]).all()) if params else True
+        if all_ranks_true(finite, self.device):
+            return False
+        with torch.no_grad():
+            torch._foreach_copy_(params, self._before)
+        return True
 
     def _advance(self) -> None:
         """One optimiser step has passed (taken or skipped): move the schedule on."""
@@ -289,6 +320,7 @@ class Trainer:
         if top1 > self.best_top1:
             self.best_top1, self.best_epoch = top1, self.epoch + 1
             if self.out_dir is not None and self.dist.is_main:
+                self._refuse_non_finite(self.out_dir / BEST_MODEL)
                 save_model(self.out_dir / BEST_MODEL, self.model, self._info_with(top1, best=True))
 
     def _save_checkpoint(self) -> None:
@@ -303,6 +335,7 @@ class Trainer:
         }
         if self.loss_scaler is not None:
             state["loss_scaler"] = self.loss_scaler.state_dict()
+        self._refuse_non_finite(self.out_dir / CHECKPOINT)
         save_checkpoint(self.out_dir / CHECKPOINT, state)
 
     def _resume(self) -> None:
@@ -337,7 +370,17 @@ class Trainer:
         if self.info is not None:
             self.info = self._info_with(final.top1 if final else None)
         if self.out_dir is not None and self.dist.is_main:
+            self._refuse_non_finite(self.out_dir / FINAL_MODEL)
             save_model(self.out_dir / FINAL_MODEL, self.model, self.info)
+
+    def _refuse_non_finite(self, path: Path) -> None:
+        """Raise :class:`TrainingDiverged` instead of writing ``path`` from a model with an inf/NaN
+        parameter or BatchNorm statistic (the files already written stay as they are)."""
+        for name, tensor in self.model.state_dict().items():
+            checked = name.endswith(("running_mean", "running_var")) or name in self._parameter_names
+            if checked and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise TrainingDiverged(f"training diverged: {name} holds inf/NaN values; {path} is not written "
+                                       f"(files written before are kept)")
 
     def _info_with(self, top1: float | None, best: bool = False) -> ModelInfo:
         stage = {"stage": "train", "epochs": self.epoch + (1 if best else 0),
