@@ -1,23 +1,71 @@
-"""Atomic file writing: a file is either the old one or the complete new one, never half."""
+"""Atomic file writing: a file is either the old one or the complete new one, never half.
+
+Output paths are checked before anything is written (:func:`check_output`): an existing target
+that is not a regular file (a directory, a device such as ``/dev/full``, a fifo, a socket) or
+that is one of the command's inputs is refused, and any ``OSError`` while writing (a read-only
+folder, a full disk) becomes one :class:`~deepshrink.errors.UserError` naming the path.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
+
+from deepshrink.errors import UserError
+
+
+def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """``path`` as a :class:`Path` if it may be written: it does not exist or is a regular file,
+    and it is none of ``inputs`` (the same file under any name); :class:`UserError` otherwise."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return path
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise UserError(f"cannot write {path}: it is a directory; give a file name")
+    if not stat.S_ISREG(mode):
+        raise UserError(f"cannot write {path}: it exists and is not a regular file")
+    for source in inputs:
+        with contextlib.suppress(OSError):
+            if os.path.samefile(path, source):
+                raise UserError(f"cannot write {path}: it is the input {source}; give another output path")
+    return path
+
+
+def make_folder(path: str | os.PathLike) -> Path:
+    """Create the folder ``path`` (and its parents) if needed; :class:`UserError` naming it when
+    it cannot be (a file is in the way, a read-only parent)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UserError(f"cannot write into {path}: it exists and is not a folder") from None
+    except OSError as exc:
+        raise UserError(f"cannot write into {path}: {_reason(exc, path)}") from None
+    return path
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``.
 
-    On any exception the temporary file is removed and ``path`` is left untouched.
+    On any exception the temporary file is removed and ``path`` is left untouched; an
+    ``OSError`` (a read-only folder, a full disk) becomes a :class:`UserError` naming ``path``,
+    as does a target that is not a regular file (:func:`check_output`).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    path = check_output(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {_reason(exc, path)}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -27,6 +75,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual mode
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {_reason(exc, path)}") from None
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -40,6 +90,16 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _reason(exc: OSError, path: Path) -> str:
+    """Why an ``OSError`` happened, in words (``No space left on device``), naming the file
+    involved unless it is ``path`` itself or its temporary file beside it."""
+    reason = exc.strerror or str(exc)
+    other = Path(exc.filename) if exc.filename is not None else path
+    if other == path or (other.parent == path.parent and other.name.startswith(f".{path.name}.")):
+        return reason
+    return f"{reason}: {other}"
 
 
 def _fsync_dir(directory: Path) -> None:

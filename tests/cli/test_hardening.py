@@ -3,9 +3,18 @@ memory and time, and nothing half-written."""
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
+import tempfile
+
 import pytest
+import torch
+from safetensors import SafetensorError
 
 from deepshrink.cli import main
+from deepshrink.codec import encode_file
+from deepshrink.models import InputSpec, ModelInfo, build_model, make_spec, save_model
 from deepshrink.errors import UserError
 from deepshrink.pipeline.recipe import load_recipe, parse_recipe
 
@@ -13,6 +22,18 @@ BILLION_LAUGHS = """name: x
 stages: &f [&e [&d [&c [&b [&a [x, x, x, x, x, x, x, x, x], *a, *a, *a, *a, *a, *a, *a, *a], *b, *b, *b, *b, *b, *b, *b, *b],
   *c, *c, *c, *c, *c, *c, *c, *c], *d, *d, *d, *d, *d, *d, *d, *d], *e, *e, *e, *e, *e, *e, *e, *e, *e]
 """
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A small model file and its .dsz."""
+    root = tmp_path_factory.mktemp("hostile")
+    spec = make_spec("digits-cnn", num_classes=4, in_channels=3, image_size=16)
+    torch.manual_seed(0)
+    save_model(root / "model.safetensors", build_model(spec),
+               ModelInfo(spec, InputSpec((3, 16, 16), (0.5,) * 3, (0.2,) * 3), dataset="synthetic"))
+    encode_file(root / "model.safetensors", root / "model.dsz")
+    return root
 
 
 def _one_error_line(capsys) -> str:
@@ -71,3 +92,75 @@ def test_recipe_names_the_key_of_an_infinite_learning_rate(tmp_path):
     text = "name: x\nout: runs\ndata: {name: synthetic}\nmodel: {zoo: digits-cnn}\nstages:\n  - train: {epochs: 1, lr: .inf}\n"
     with pytest.raises(UserError, match=r"line 6: stages\[0\]\.train\.lr: must be a finite number > 0, got inf"):
         parse_recipe(text, source="r.yaml")
+
+
+# --- output paths --------------------------------------------------------------------------------
+
+def _commands(model: str, dsz: str, out: str) -> dict[str, list[str]]:
+    return {"prune": ["prune", model, "--sparsity", "0.5", "--out", out],
+            "quantize": ["quantize", model, "--method", "linear", "--bits", "4", "--out", out],
+            "encode": ["encode", model, "--out", out],
+            "decode": ["decode", dsz, "--out", out]}
+
+
+@pytest.mark.parametrize("command", ["prune", "quantize", "encode", "decode"])
+def test_out_equal_to_the_input_is_refused_and_the_input_kept(command, files, tmp_path, capsys):
+    model, dsz = tmp_path / "model.safetensors", tmp_path / "model.dsz"
+    for source in (files / "model.safetensors", files / "model.dsz"):
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    source = dsz if command == "decode" else model
+    before = source.read_bytes()
+    os.symlink(source, tmp_path / "alias")  # the same file under another name
+    for out in (source, tmp_path / "alias"):
+        assert main(_commands(str(model), str(dsz), str(out))[command]) == 2
+        assert "it is the input" in _one_error_line(capsys)
+    assert source.read_bytes() == before
+
+
+def test_import_to_its_own_checkpoint_is_refused(tmp_path, capsys):
+    checkpoint = tmp_path / "resnet20.th"
+    checkpoint.write_bytes(b"not really a checkpoint")
+    assert main(["import-pretrained", str(checkpoint), "--model", "resnet20", "--out", str(checkpoint)]) == 2
+    assert "it is the input" in _one_error_line(capsys)
+    assert checkpoint.read_bytes() == b"not really a checkpoint"
+
+
+@pytest.mark.parametrize("command", ["prune", "encode", "decode"])
+def test_an_out_that_is_not_a_regular_file_is_refused(command, files, tmp_path, capsys):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    cases = {tmp_path: "is a directory", fifo: "not a regular file"}
+    for out, message in cases.items():
+        assert main(_commands(str(files / "model.safetensors"), str(files / "model.dsz"), str(out))[command]) == 2
+        assert message in _one_error_line(capsys)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # not replaced by a regular file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo"]
+
+
+def test_train_into_a_file_is_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "not-a-folder"
+    out.write_text("mine")
+    assert main(["train", "--model", "digits-cnn", "--data", "synthetic", "--out", str(out), "--epochs", "50"]) == 2
+    assert "is not a folder" in _one_error_line(capsys)
+    assert out.read_text() == "mine"
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(files, tmp_path, capsys, monkeypatch):
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr("deepshrink.models.file.save_file", full)
+    out = tmp_path / "decoded.safetensors"
+    assert main(["decode", str(files / "model.dsz"), "--out", str(out)]) == 2
+    assert _one_error_line(capsys) == f"deepshrink: error: cannot write {out}: No space left on device (os error 28)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_read_only_folder_is_one_line(files, tmp_path, capsys, monkeypatch):
+    def denied(*args, dir=None, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", os.path.join(dir, ".x.tmp"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    out = tmp_path / "model.dsz"
+    assert main(["encode", str(files / "model.safetensors"), "--out", str(out)]) == 2
+    assert _one_error_line(capsys) == f"deepshrink: error: cannot write {out}: Permission denied: {tmp_path}/.x.tmp"

@@ -45,3 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`deepshrink report M | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # a file or folder the command could not read or write (permissions, a full disk)
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(f"deepshrink: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2

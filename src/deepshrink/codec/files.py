@@ -9,6 +9,7 @@ from torch import nn
 
 from deepshrink.codec.dsz import METADATA_KEY, read_dsz, write_dsz
 from deepshrink.codec.model import EncodedModel, decode_model, encode_model
+from deepshrink.files import check_output
 from deepshrink.models import ModelInfo, load_model, save_model
 from deepshrink.models.file import register_file_reader
 
@@ -39,6 +40,7 @@ register_file_reader(METADATA_KEY, load_dsz)  # load_model opens .dsz files too
 def encode_file(model_file: str | os.PathLike, out: str | os.PathLike, *,
                 float_dtype: str = "float32", bn_affine: bool = False, allow_builders=()) -> EncodedModel:
     """Encode the model file ``model_file`` into the ``.dsz`` file ``out``."""
+    check_output(out, [model_file])
     model, info = load_model(model_file, allow_builders=allow_builders)
     return save_dsz(out, model, info, float_dtype=float_dtype, bn_affine=bn_affine)
 
@@ -46,5 +48,6 @@ def encode_file(model_file: str | os.PathLike, out: str | os.PathLike, *,
 def decode_file(dsz_file: str | os.PathLike, out: str | os.PathLike, *,
                 allow_builders=()) -> tuple[ModelInfo, Path]:
     """Decode ``dsz_file`` into the plain model file ``out``; returns (its info, the path)."""
+    check_output(out, [dsz_file])
     model, info = load_dsz(dsz_file, allow_builders=allow_builders)
     return info, save_model(out, model, info)

@@ -176,7 +176,10 @@ def save_model(path: str | os.PathLike, model: nn.Module, info: ModelInfo | None
     metadata = {METADATA_KEY: json.dumps(info.to_dict())}
     path = Path(path)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as exc:  # safetensors reports the OSError (a full disk) as its own type
+            raise UserError(f"cannot write {path}: {str(exc).rpartition('I/O error: ')[2]}") from None
     return path
 
 

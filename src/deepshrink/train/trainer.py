@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from deepshrink.data import BatchLoader, ImageDataset
 from deepshrink.errors import ConfigError, UserError
+from deepshrink.files import make_folder
 from deepshrink.models.file import ModelInfo, save_model
 from deepshrink.train.checkpoint import load_checkpoint, save_checkpoint
 from deepshrink.train.config import TrainConfig, with_added_settings
@@ -102,6 +103,8 @@ class Trainer:
         self.info = info
         self.hooks = list(hooks)
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        if self.out_dir is not None and self.dist.is_main:
+            make_folder(self.out_dir)  # a file in the way, a read-only parent: said now, not after an epoch
         mean, std = (info.input.mean, info.input.std) if info else (train_set.mean, train_set.std)
         ranks = dict(rank=self.dist.rank, world_size=self.dist.world_size, device=self.device)
         self.train_loader = BatchLoader(
