@@ -193,3 +193,12 @@ def test_a_file_saved_without_info_is_refused_in_one_line(tmp_path, capsys):
     for argv in (("eval", tmp_path / "mine.safetensors", *EVAL), ("report", tmp_path / "mine.dsz"),
                  ("bench", tmp_path / "mine.dsz"), ("encode", tmp_path / "mine.safetensors", "--out", tmp_path / "x.dsz")):
         assert "holds no architecture" in _refused(capsys, *argv)
+
+
+def test_early_exits_on_a_builder_backbone_reload_with_the_permission(trained, tmp_path, capsys):
+    out = tmp_path / "exits"
+    _ok(capsys, "train", "--init", trained, "--early-exits", "stem", *DATA, *FIT, "--epochs", "1",
+        "--out", out, *ALLOW)
+    _ok(capsys, "eval", out / "model.safetensors", *EVAL, *ALLOW)
+    err = _refused(capsys, "eval", out / "model.safetensors", *EVAL)
+    assert "--allow-builder userzoo" in err

@@ -229,8 +229,9 @@ def add_exits(backbone: nn.Module, spec: ArchSpec, exit_points: Sequence[str]) -
 @register_model(EARLY_EXIT_ARCH, description="a zoo backbone with early-exit heads (see early_exit_spec)",
                 default_input=(3, 32, 32), zoo=False)
 def build_early_exit(num_classes: int, in_channels: int, image_size: int, exit_points: list[str],
-                     backbone: dict[str, Any]) -> EarlyExitModel:
-    """The wrapper of ``early_exit_spec``: builds ``backbone`` (a spec as a dict) and adds the heads."""
+                     backbone: dict[str, Any], allow_builders: tuple[str, ...] = ()) -> EarlyExitModel:
+    """The wrapper of ``early_exit_spec``: builds ``backbone`` (a spec as a dict; a builder only
+    from the caller's ``allow_builders`` packages) and adds the heads."""
     spec = ArchSpec.from_dict(backbone)
     if spec.name == EARLY_EXIT_ARCH:
         raise UserError("an early-exit backbone cannot itself be an early-exit model")
@@ -240,5 +241,5 @@ def build_early_exit(num_classes: int, in_channels: int, image_size: int, exit_p
         raise UserError(f"the early-exit spec and its backbone disagree: {'; '.join(differ)}")
     if not isinstance(exit_points, list) or not all(isinstance(p, str) for p in exit_points):
         raise UserError(f"exit_points must be a list of module names, got {exit_points!r}")
-    return EarlyExitModel(build_model(spec), exit_points, num_classes,
+    return EarlyExitModel(build_model(spec, allow_builders), exit_points, num_classes,
                           input_shape=(in_channels, image_size, image_size))

@@ -253,7 +253,7 @@ def prepared_model(info: ModelInfo, model: nn.Module | None, allow_builders=(), 
             raise UserError(f"{source} holds no architecture (saved with info=None): load it into a fresh "
                             "instance of the saved model's class, load_model(path, model=...)")
         info.arch = resolve_spec(info.arch, allow_builders, source)
-        return build_model(info.arch)
+        return build_model(info.arch, allow_builders)  # a wrapper (early exits) passes it to its backbone
     if not isinstance(model, nn.Module):
         raise UserError(f"load_model(model=...) takes a torch.nn.Module, got {type(model).__name__}")
     apply_differing(model, info.modules)

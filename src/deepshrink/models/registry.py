@@ -181,7 +181,9 @@ def build_model(spec: ArchSpec | None, allow_builders=()) -> nn.Module:
         _check_kwargs(entry, spec.kwargs)
         builder = entry.builder
     try:
-        model = builder(**spec.kwargs)
+        model = builder(**spec.kwargs, **_wrapper_permission(spec, builder, allow_builders))
+    except UserError:  # already one line for the user (a ValueError too, so before the next clause)
+        raise
     except (TypeError, ValueError) as exc:
         raise UserError(f"cannot build {spec.name} with {spec.kwargs}: {exc}") from None
     if not isinstance(model, nn.Module):
@@ -197,7 +199,18 @@ def _check_builder_kwargs(spec: ArchSpec, builder: Builder) -> None:
                         f"it takes: {', '.join(sorted(named)) or 'none'}")
 
 
+def _wrapper_permission(spec: ArchSpec, builder: Builder, allow_builders) -> dict[str, Any]:
+    """``{"allow_builders": ...}`` for a registered wrapper of another spec (its builder takes
+    ``allow_builders``, e.g. early exits around a builder backbone), so the permission reaches
+    the inner spec; nothing for other builders. A file can never set it: it is not a JSON option."""
+    if spec.is_builder or "allow_builders" not in inspect.signature(builder).parameters:
+        return {}
+    return {"allow_builders": tuple(allow_builders)}
+
+
 def _check_kwargs(entry: ModelEntry, kwargs: dict[str, Any]) -> None:
+    if "allow_builders" in kwargs:
+        raise UserError(f"model {entry.name!r}: allow_builders is a permission of the caller, not an option of a file")
     params = inspect.signature(entry.builder).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
