@@ -33,7 +33,8 @@ def register(sub) -> None:
     amount.add_argument("--ratio", type=any_number, metavar="R",
                         help="--structured: fraction of channels to remove from every prunable group")
     amount.add_argument("--target-macs-reduction", type=any_number, metavar="F",
-                        help="--structured: remove channels until the MACs fall by this fraction")
+                        help="--structured: remove channels until the MACs fall by at least this fraction "
+                             "(past it by less than one channel step: one channel, or N with --round-to N, of one layer)")
     p.add_argument("--global", dest="global_ranking", action="store_true",
                    help="--structured: one ranking of channels over all layers")
     p.add_argument("--round-to", type=any_int, default=1, metavar="N",
@@ -118,8 +119,11 @@ def _print_structured(args: argparse.Namespace, result: StructuredPruneResult) -
     record = result.record
     for group, (before, after) in record["channels"].items():
         print(f"{group:<24} {before:4d} -> {after:4d} channels")
+    asked = record.get("target_macs_reduction")
+    target = f", asked {100 * asked:g}%" if asked is not None else ""
     print(f"MACs {record['macs_before']:,} -> {record['macs_after']:,} "
-          f"({record['macs_before'] / max(record['macs_after'], 1):.2f}x fewer), "
+          f"({100 * record['macs_reduction']:.2f}% fewer{target}; "
+          f"{record['macs_before'] / max(record['macs_after'], 1):.2f}x), "
           f"params {record['params_before']:,} -> {record['params_after']:,}")
     unaligned = unaligned_groups(record["channels"])
     if unaligned:

@@ -3,6 +3,7 @@
 import torch
 
 from deepshrink.prune.structured import Group, global_plan, kept_channels, layer_plan, unaligned_groups
+from deepshrink.prune.structured.strategy import counts_plan, next_block, removal_order
 
 
 def group(name, n):
@@ -51,3 +52,35 @@ def test_unaligned_groups_names_cuts_off_the_kernel_multiple():
     assert unaligned_groups(channels) == ["a", "e"]  # d was never a multiple of 8, c untouched
     assert unaligned_groups(channels, multiple=4) == ["a", "e"]  # 8 is a multiple of 4
     assert unaligned_groups(channels, multiple=1) == []
+
+
+def _prefix_plan(base, order, length, round_to=1):
+    counts = list(base)
+    for index in order[:length]:
+        counts[index] += 1
+    return counts_plan(SCORED, counts, round_to)
+
+
+def _same(a, b):
+    return all(a[g].tolist() == b[g].tolist() for g in (A, B))
+
+
+def test_removal_order_prefixes_are_the_ratio_plans():
+    base, order = removal_order(SCORED)  # per layer: A's j-th channel at j/4, B's at j/10
+    assert base == [0, 0] and order == [1, 1, 0, 1, 1, 0, 1, 1, 1, 0, 1, 1]  # ties: A first
+    assert _same(_prefix_plan(base, order, 7), layer_plan(SCORED, 0.5))  # 2 of A, 5 of B
+    assert _same(_prefix_plan(base, order, 7, round_to=4), layer_plan(SCORED, 0.5, round_to=4))
+    base, order = removal_order(SCORED, global_ranking=True)
+    assert base == [0, 0] and len(order) == 14
+    assert _same(_prefix_plan(base, order, 7), global_plan(SCORED, 0.5))
+    assert _same(_prefix_plan(base, order, 13, round_to=4), global_plan(SCORED, 0.99, round_to=4))
+    base, order = removal_order(SCORED, layer_ratios={"layer2.*": 0.3})  # B fixed at 3 removed
+    assert base == [0, 3] and order == [0, 0, 0]
+
+
+def test_next_block_is_one_rounding_step():
+    assert next_block(16, 0) == 1 and next_block(16, 14) == 15 and next_block(16, 15) is None
+    assert next_block(16, 0, round_to=8) == 8 and next_block(16, 3, round_to=8) == 8
+    assert next_block(16, 8, round_to=8) is None  # kept 8: the last block stays
+    assert next_block(10, 0, round_to=8) == 2  # 10 -> 8: onto the grid
+    assert next_block(4, 0, round_to=8) is None  # smaller than one block: stays whole

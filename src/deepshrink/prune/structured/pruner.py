@@ -2,9 +2,11 @@
 
 ``prune_channels(model, input_shape, StructuredConfig(...))`` resizes ``model`` in place and
 returns what it did; :func:`plan_channels` only chooses the channels (a :class:`ChannelPlan`),
-which ``prune_channels(..., plan=...)`` then removes. With ``target_macs_reduction`` the ratio
-is found by bisection so that the MACs counted by :func:`deepshrink.analysis.costs.model_costs`
-fall to at most ``(1 - target) · dense MACs`` (the smallest such ratio, to within 1/1024).
+which ``prune_channels(..., plan=...)`` then removes. With ``target_macs_reduction`` the MACs
+counted by :func:`deepshrink.analysis.costs.model_costs` fall to at most ``(1 - target) · dense
+MACs``, and below it by less than one channel step (one channel, or ``round_to`` channels, of
+one group): the channels go in the order a growing ratio (per layer or global) removes them,
+and the last steps fill the gap with whichever group's next step overshoots least.
 """
 
 from __future__ import annotations
@@ -25,12 +27,10 @@ from deepshrink.prune.structured.graph import DependencyGraph
 from deepshrink.prune.structured.group import Group
 from deepshrink.prune.structured.importance import CRITERIA, channel_scores
 from deepshrink.prune.structured.remove import remove_channels
-from deepshrink.prune.structured.strategy import global_plan, layer_plan
+from deepshrink.prune.structured.strategy import (counts_plan, global_plan, kept_channels, layer_plan, next_block,
+                                                  removal_order)
 
 __all__ = ["ChannelPlan", "StructuredResult", "StructuredConfig", "plan_channels", "prune_channels"]
-
-_BISECTION_STEPS = 10
-
 
 @dataclass(frozen=True)
 class StructuredConfig:
@@ -164,25 +164,93 @@ def _plan(scored, settings: StructuredConfig, ratio: float) -> dict[Group, Tenso
     return layer_plan(scored, ratio, round_to=settings.round_to, layer_ratios=settings.layer_ratios)
 
 
-def _ratio_for_target(model: nn.Module, input_shape, scored, settings: StructuredConfig,
-                      dense_macs: int) -> float:
-    """The smallest ratio (bisection on [0, 1)) whose pruned model has <= the target MACs."""
+def _plan_for_target(model: nn.Module, input_shape, scored, settings: StructuredConfig,
+                     dense_macs: int) -> dict[Group, Tensor]:
+    """The plan whose pruned model has at most the target MACs and, within that, the most MACs
+    the channel steps allow: the longest prefix of the removal order that stays above the
+    target (bisection), then one rounding step of one group at a time (:func:`_fill`)."""
     target = (1.0 - settings.target_macs_reduction) * dense_macs
+    base, order = removal_order(scored, global_ranking=settings.global_ranking,
+                                normalize=settings.criterion != "bn-scale", layer_ratios=settings.layer_ratios)
+    macs_of = _MacsOfCounts(model, input_shape, scored, settings.round_to)
 
-    def macs_at(ratio: float) -> int:
-        trial = copy.deepcopy(model)  # groups name modules, so a plan applies to a copy too
-        remove_channels(trial, _plan(scored, settings, ratio))
-        return _macs(trial, input_shape)
+    def prefix(length: int) -> list[int]:
+        counts = list(base)
+        for index in order[:length]:
+            counts[index] += 1
+        return counts
 
-    low, high = 0.0, 1.0 - 1.0 / 1024
-    if macs_at(high) > target:
-        reached = 1.0 - macs_at(high) / dense_macs
+    deepest = macs_of(prefix(len(order)))
+    if deepest > target:
         raise UserError(f"a MAC reduction of {settings.target_macs_reduction:.0%} is out of reach: "
-                        f"pruning every prunable group as far as allowed removes {reached:.1%}")
-    for _ in range(_BISECTION_STEPS):
-        middle = (low + high) / 2
-        low, high = (low, middle) if macs_at(middle) <= target else (middle, high)
-    return high
+                        f"pruning every prunable group as far as allowed removes {1.0 - deepest / dense_macs:.1%}")
+    if macs_of(base) <= target:
+        return counts_plan(scored, base, settings.round_to)
+    low, high = 0, len(order)  # prefix(low) stays above the target, prefix(high) reaches it
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if macs_of(prefix(middle)) <= target else (middle, high)
+    counts = _fill(scored, prefix(low), base, order, settings.round_to, macs_of, target) or prefix(high)
+    return counts_plan(scored, counts, settings.round_to)
+
+
+class _MacsOfCounts:
+    """MACs of the model pruned by ``counts_plan(scored, counts, round_to)``, measured on a copy
+    and remembered by kept channel counts."""
+
+    def __init__(self, model: nn.Module, input_shape, scored, round_to: int):
+        self.model, self.input_shape, self.scored, self.round_to = model, input_shape, scored, round_to
+        self.known: dict[tuple[int, ...], int] = {}
+
+    def __call__(self, counts: list[int]) -> int:
+        key = tuple(kept_channels(group.n, group.n - count, self.round_to)
+                    for (group, _), count in zip(self.scored, counts))
+        if key not in self.known:
+            trial = copy.deepcopy(self.model)  # groups name modules, so a plan applies to a copy too
+            remove_channels(trial, counts_plan(self.scored, counts, self.round_to))
+            self.known[key] = _macs(trial, self.input_shape)
+        return self.known[key]
+
+
+def _fill(scored, counts: list[int], base: list[int], order: list[int], round_to: int,
+          macs_of, target: float) -> list[int] | None:
+    """From ``counts`` (above the target), add one rounding step (:func:`next_block`) of one group
+    at a time: while some step stays above the target, the one earliest in ``order``; then the
+    step that reaches the target with the most MACs left. The result lies below the target by
+    less than the smallest step still open to any group. None when no group can shrink.
+
+    MACs only fall as counts grow, so a step once found to reach the target is not tried again
+    until the end."""
+    positions: list[list[int]] = [[] for _ in scored]
+    for position, index in enumerate(order):
+        positions[index].append(position)
+    reaching: set[tuple[int, int]] = set()
+    while True:
+        steps = []  # (position in order of the step's last removal, counts after the step)
+        for i, (group, _) in enumerate(scored):
+            count = next_block(group.n, counts[i], round_to)
+            if count is not None and count - base[i] <= len(positions[i]):
+                steps.append((positions[i][count - base[i] - 1], [*counts[:i], count, *counts[i + 1:]]))
+        if not steps:
+            return None
+        steps.sort()
+        above = next((trial for _, trial in steps if _step(trial, counts) not in reaching
+                      and not _reaches(trial, counts, macs_of, target, reaching)), None)
+        if above is None:
+            return max(steps, key=lambda step: (macs_of(step[1]), -step[0]))[1]
+        counts = above
+
+
+def _step(trial: list[int], counts: list[int]) -> tuple[int, int]:
+    """(group index, count) of the one group ``trial`` changes."""
+    return next((i, c) for i, (c, old) in enumerate(zip(trial, counts)) if c != old)
+
+
+def _reaches(trial, counts, macs_of, target: float, reaching: set[tuple[int, int]]) -> bool:
+    if macs_of(trial) > target:
+        return False
+    reaching.add(_step(trial, counts))
+    return True
 
 
 @dataclass(frozen=True)
@@ -204,10 +272,11 @@ def plan_channels(model: nn.Module, input_shape: tuple[int, ...], settings: Stru
     graph = graph or DependencyGraph(model, input_shape)
     skipped = dict(graph.skipped)
     scored = _candidates(model, graph, settings, skipped, filter_fn)
-    ratio = settings.ratio
-    if ratio is None:
-        ratio = _ratio_for_target(model, input_shape, scored, settings, _macs(model, input_shape))
-    return ChannelPlan(_plan(scored, settings, ratio), skipped, ratio)
+    if settings.ratio is not None:
+        return ChannelPlan(_plan(scored, settings, settings.ratio), skipped, settings.ratio)
+    removed = _plan_for_target(model, input_shape, scored, settings, _macs(model, input_shape))
+    ratio = sum(len(index) for index in removed.values()) / sum(group.n for group, _ in scored)
+    return ChannelPlan(removed, skipped, ratio)
 
 
 def input_shape_of(example_input: Tensor | tuple[int, ...]) -> tuple[int, ...]:

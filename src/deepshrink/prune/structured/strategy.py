@@ -3,6 +3,11 @@
 A *plan* maps each group to the indices of its channels to remove (the lowest-scoring ones).
 Every group keeps at least one channel, and with ``round_to`` = m > 1 the kept count is rounded
 up to a multiple of m (or left at the group's full size when that is smaller).
+
+For a MAC target, :func:`removal_order` lists single-channel removals in the order a growing
+ratio makes them (per layer: channel j of a group of n goes at ratio j/n; global: by normalised
+score), so every prefix of it is a plan (:func:`counts_plan`) and the MACs fall step by step;
+:func:`next_block` is a group's next kept count off the rounding grid.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from torch import Tensor
 
 from deepshrink.prune.structured.group import Group
 
-__all__ = ["VECTOR_CHANNELS", "global_plan", "kept_channels", "layer_plan", "ratio_for", "unaligned_groups"]
+__all__ = ["VECTOR_CHANNELS", "counts_plan", "global_plan", "kept_channels", "layer_plan", "next_block",
+           "ratio_for", "removal_order", "unaligned_groups"]
 
 Scored = list[tuple[Group, Tensor]]
 # channel block of the CPU convolution kernels (ONNX Runtime, oneDNN on AVX2/AVX-512): a layer cut
@@ -71,10 +77,54 @@ def global_plan(scored: Scored, ratio: float, *, round_to: int = 1, normalize: b
     """
     if not scored:
         return {}
-    values = [s / s.mean().clamp_min(1e-12) if normalize else s for _, s in scored]
+    values = _normalised(scored, normalize)
     owners = torch.cat([torch.full((len(s),), i) for i, s in enumerate(values)])
     count = math.floor(ratio * len(owners) + 1e-9)
     chosen = torch.sort(torch.cat(values), stable=True).indices[:count]
     removed = torch.bincount(owners[chosen], minlength=len(scored))
     return {group: _lowest(scores, kept_channels(group.n, group.n - int(removed[i]), round_to))
             for i, (group, scores) in enumerate(scored)}
+
+
+def _normalised(scored: Scored, normalize: bool) -> list[Tensor]:
+    return [s / s.mean().clamp_min(1e-12) if normalize else s for _, s in scored]
+
+
+def removal_order(scored: Scored, *, global_ranking: bool = False, normalize: bool = True,
+                  layer_ratios: dict[str, float] | None = None) -> tuple[list[int], list[int]]:
+    """(base, order): ``base[i]`` channels of group ``scored[i]`` are removed whatever the amount
+    (per layer: the groups ``layer_ratios`` fixes, at their own ratio), and ``order`` lists group
+    indices, one per further channel removed, in the order a growing ratio removes them.
+
+    The first ``c`` entries of ``order`` (added to ``base``) give ``layer_plan(r)`` /
+    ``global_plan(r)`` for the ratio ``r`` at which the c-th removal happens; counts that grow
+    past a group's size are capped by :func:`kept_channels`."""
+    base = [0] * len(scored)
+    if global_ranking:
+        values = _normalised(scored, normalize)
+        owners = torch.cat([torch.full((len(s),), i) for i, s in enumerate(values)])
+        ranked = torch.sort(torch.cat(values), stable=True).indices
+        return base, owners[ranked].tolist()
+    events = []
+    for i, (group, _) in enumerate(scored):
+        fixed = next((r for pattern, r in (layer_ratios or {}).items() if fnmatchcase(group.name, pattern)), None)
+        if fixed is not None:
+            base[i] = math.floor(fixed * group.n + 1e-9)
+        else:
+            events += [(j / group.n, i) for j in range(1, group.n)]
+    return base, [i for _, i in sorted(events)]
+
+
+def counts_plan(scored: Scored, removed: list[int], round_to: int = 1) -> dict[Group, Tensor]:
+    """The plan removing ``removed[i]`` channels of group ``scored[i]`` (its lowest scores), kept
+    counts rounded as in :func:`kept_channels`."""
+    return {group: _lowest(scores, kept_channels(group.n, group.n - count, round_to))
+            for (group, scores), count in zip(scored, removed)}
+
+
+def next_block(n: int, removed: int, round_to: int = 1) -> int | None:
+    """The fewest removals past ``removed`` that lower a group of ``n`` channels' kept count by
+    one rounding step (``round_to`` channels, or onto the grid), or None when it cannot shrink."""
+    kept = kept_channels(n, n - removed, round_to)
+    lower = (kept - 1) // round_to * round_to if round_to > 1 else kept - 1
+    return None if lower < 1 else n - lower
