@@ -247,23 +247,22 @@ def test_structured_pruning_removes_channels_exactly(name):
         assert {"features.2.conv.0.0", "features.2.conv.1.0", "features.2.conv.2"} <= set(shrunk)
 
 
-def test_shufflenetv2_prunes_the_branch_internals_only():
+def test_shufflenetv2_prunes_through_the_shuffle_and_the_split():
     """The channel shuffle (view / transpose / view) and the split (chunk, then concatenation)
-    are not understood by the dependency graph, so each unit's output channels are left alone
-    (skipped with the blocking operation); the channels inside the branches and the stem still
-    prune, exactly."""
-    result, shrunk = prune_and_check("shufflenetv2")
-    assert "stage2.1.branch2.0" in shrunk and "stage2.1.branch2.3" in shrunk  # 1x1 -> depthwise -> 1x1 hidden
-    reasons = {name: reason for name, reason in result.skipped.items() if name != "fc"}
-    assert len(reasons) == 19  # the last 1x1 of every unit's branches (branch1 too in the 3 stride-2 units)
-    assert all("reshapes the channel axis" in r or "concatenation of untracked tensors" in r
-               for r in reasons.values())
-    assert 0.1 < result.macs_reduction < 0.3  # well short of the other models at the same ratio
+    map channel indices: the unit outputs prune, exactly, in coupled blocks. Every unit couples
+    channel j of its two halves (chunk) and of the shuffle's two groups, so a stage's trunk
+    channels merge into blocks that double with each stride-1 unit (width 0.5: stage2 3 blocks
+    of 16 channels, stage3 one block of all 96, stage4 12 blocks of 16)."""
+    result, shrunk = prune_and_check("shufflenetv2", ratio=0.4)
+    assert list(result.skipped) == ["fc"]
+    assert {"stage2.1.branch2.0", "stage2.1.branch2.3", "stage2.0.branch1.2", "stage4.0.branch2.5"} <= set(shrunk)
+    _, model, shape = small("shufflenetv2")
+    trunk = {g.name: g for g in DependencyGraph(model, shape).groups if ".branch1." in g.name}
+    assert {name: (g.n, g.slices[(name, "out")].shape[1]) for name, g in trunk.items()} == {
+        "stage2.0.branch1.2": (3, 8), "stage3.0.branch1.2": (1, 48), "stage4.0.branch1.2": (12, 8)}
+    assert result.macs_reduction > 0.3
 
 
-@pytest.mark.xfail(strict=True, reason="prune/structured/graph.py blocks ShuffleNetV2's channel shuffle "
-                   "(view/transpose/view) and channel split (chunk): unit outputs cannot be pruned yet "
-                   "(issue 23, item 3)")
 def test_shufflenetv2_unit_outputs_are_prunable():
     _, model, shape = small("shufflenetv2")
     graph = DependencyGraph(model, shape)

@@ -10,7 +10,12 @@ their input, a channel placer (a layer registered with
 :func:`~deepshrink.models.channels.register_channel_placer`, such as the option-A zero-padding
 shortcut of the CIFAR ResNets) places its input channels between fresh zero channels, a grouped
 convolution of g groups couples channel j of every group (of its inputs, and of its filters:
-each group keeps the same count).
+each group keeps the same count). Channel split and shuffle follow the indices: ``chunk``/``split``
+into k equal parts couples channel j of every part (so every part keeps the same count); a
+``view`` that splits the channel axis into several dimensions (ShuffleNet's (g, C/g)) keeps a
+:class:`Split` of atoms over those dimensions, coupling across the dimensions of constant size
+so that only the one sized from the tensor shrinks; ``transpose``/``permute`` move those
+dimensions and a ``view`` merging them back yields the permuted channels.
 Atoms that reach an operation this module does not understand (LayerNorm, attention reshapes,
 indexing, the model output, parameters used as tensors) are *blocked*: their channels are left
 alone, and the producing layers are reported in :attr:`DependencyGraph.skipped` with the reason.
@@ -49,6 +54,8 @@ _ADD = {operator.add, operator.sub, torch.add, torch.sub, "add", "sub"}
 _ELEMENTWISE = _ADD | {operator.mul, operator.truediv, torch.mul, torch.div, "mul", "div"}
 _RESHAPE = {torch.flatten, torch.reshape, "flatten", "view", "reshape"}
 _REDUCE = {torch.mean, torch.sum, torch.amax, "mean", "sum", "amax"}
+_SPLIT = {torch.chunk, torch.split, "chunk", "split"}
+_PERMUTE = {torch.transpose, torch.permute, "transpose", "permute"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,16 @@ class Chan:
 
     axis: int
     ids: tuple[int, ...]
+    ndim: int
+
+
+@dataclass(frozen=True)
+class Split:
+    """A tensor of ``ndim`` dimensions whose channel axis was split into dimensions ``axes``:
+    ``ids[i, j, ...]`` is the atom at index (i, j, ...) along them."""
+
+    axes: tuple[int, ...]
+    ids: torch.Tensor
     ndim: int
 
 
@@ -111,6 +128,53 @@ def _shape(node: fx.Node) -> tuple[int, ...] | None | str:
     if meta is None:
         return None
     return tuple(meta.shape) if hasattr(meta, "shape") else OPAQUE
+
+
+def _has_split(values: Any) -> bool:
+    found = []
+    map_aggregate(values, lambda v: found.append(v) if isinstance(v, Split) else None)
+    return bool(found)
+
+
+def _unchanged_ends(before: tuple[int, ...], after: tuple[int, ...]) -> tuple[int, int]:
+    """How many leading and trailing dimensions a reshape leaves as they are."""
+    head = 0
+    while head < min(len(before), len(after)) and before[head] == after[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(before), len(after)) - head and before[len(before) - 1 - tail] == after[len(after) - 1 - tail]:
+        tail += 1
+    return head, tail
+
+
+def _dynamic_sizes(node: fx.Node, ndim: int) -> list[bool] | None:
+    """Per output dimension of a view/reshape: whether its size is computed (from the tensor, or
+    -1) rather than a constant; None when the sizes cannot be read."""
+    sizes = list(node.args[1:]) if node.target in ("view", "reshape") else list(node.args[1:2])
+    if "shape" in node.kwargs or "size" in node.kwargs:
+        sizes = [node.kwargs.get("shape", node.kwargs.get("size"))]
+    if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+        sizes = list(sizes[0])
+    if len(sizes) != ndim:
+        return None
+    return [not isinstance(size, int) or size == -1 for size in sizes]
+
+
+def _permutation(target: Any, args: tuple, kwargs: dict, ndim: int) -> list[int] | None:
+    """The dims of a transpose/permute: new dimension i is old dimension ``perm[i]``."""
+    if target in (torch.transpose, "transpose"):
+        dims = [kwargs.get("dim0", args[1] if len(args) > 1 else None), kwargs.get("dim1", args[2] if len(args) > 2 else None)]
+        if not all(isinstance(d, int) for d in dims):
+            return None
+        perm = list(range(ndim))
+        a, b = dims[0] % ndim, dims[1] % ndim
+        perm[a], perm[b] = perm[b], perm[a]
+        return perm
+    dims = kwargs.get("dims", args[1:] if len(args) > 2 or not isinstance(args[1], (tuple, list)) else args[1])
+    dims = list(dims)
+    if len(dims) != ndim or not all(isinstance(d, int) for d in dims):
+        return None
+    return [d % ndim for d in dims]
 
 
 class DependencyGraph:
@@ -169,8 +233,8 @@ class DependencyGraph:
 
     def _block(self, values: Any, reason: str) -> str:
         def mark(value):
-            if isinstance(value, Chan):
-                for atom in value.ids:
+            if isinstance(value, (Chan, Split)):
+                for atom in (value.ids.flatten().tolist() if isinstance(value, Split) else value.ids):
                     self._blocked.setdefault(atom, reason)
             return value
 
@@ -184,21 +248,29 @@ class DependencyGraph:
             return OPAQUE
         if node.op == "output":
             return self._block(inputs, "feeds the model output")
+        target = node.target
+        x = args[0] if args else None
+        if target is operator.getitem and isinstance(x, tuple) and isinstance(args[1], int):
+            return x[args[1]]  # one part of a chunk/split
         shape = _shape(node)
         if shape is None:
             return None
+        if target in _SPLIT and isinstance(x, Chan):
+            return self._split(node, x, args, kwargs)
         if shape == OPAQUE:
             return self._block(inputs, f"{node.name} returns several tensors")
+        if isinstance(x, Split):
+            return self._split_axes(node, x, args, kwargs, shape)
+        if _has_split(inputs):
+            return self._block(inputs, f"{node.name} uses a channel axis split into several dimensions")
         if node.op == "call_module":
             return self._module(node, self.model.get_submodule(node.target), args, shape)
-        target = node.target
-        x = args[0] if args else None
         if target in _PASS_FUNCTIONS or target in _PASS_METHODS:
             return self._passthrough(node, x, shape, inputs)
         if target in _ELEMENTWISE:
             return self._elementwise(node, inputs, shape, residual=target in _ADD)
         if target in _RESHAPE and isinstance(x, Chan):
-            return self._reshape(node, x, _shape(node.args[0]), shape)
+            return self._reshape(node, x, _shape(node.args[0]), shape, _dynamic_sizes(node, len(shape)))
         if target in _REDUCE and isinstance(x, Chan):
             return self._reduce(node, x, args, kwargs, shape)
         if target is torch.cat:
@@ -223,7 +295,7 @@ class DependencyGraph:
         if isinstance(module, _PASS_MODULES):
             return self._passthrough(node, x, shape, args)
         if isinstance(module, nn.Flatten) and isinstance(x, Chan):
-            return self._reshape(node, x, _shape(node.args[0]), shape)
+            return self._reshape(node, x, _shape(node.args[0]), shape, None)
         return self._block(args, f"{name}: {type(module).__name__} is not supported")
 
     def _conv(self, name: str, conv: nn.Conv2d, x: Any, shape: tuple[int, ...]) -> Chan:
@@ -292,21 +364,19 @@ class DependencyGraph:
                 self._residual.update(ids)
         return Chan(first.axis, ids, first.ndim)
 
-    def _reshape(self, node: fx.Node, x: Chan, before: tuple[int, ...], after: tuple[int, ...]) -> Any:
+    def _reshape(self, node: fx.Node, x: Chan, before: tuple[int, ...], after: tuple[int, ...],
+                 dynamic: list[bool] | None) -> Any:
         """Merging (or splitting off size-1) dimensions; a merged channel axis repeats each atom
-        over the merged block in row-major order."""
-        head = 0
-        while head < min(len(before), len(after)) and before[head] == after[head]:
-            head += 1
-        tail = 0
-        while (tail < min(len(before), len(after)) - head
-               and before[len(before) - 1 - tail] == after[len(after) - 1 - tail]):
-            tail += 1
+        over the merged block in row-major order. Splitting the channel axis alone into several
+        dimensions (``dynamic``: which output sizes follow the tensor) gives a :class:`Split`."""
+        head, tail = _unchanged_ends(before, after)
         if x.axis < head:
             return Chan(x.axis, x.ids, len(after))
         if x.axis >= len(before) - tail:
             return Chan(x.axis + len(after) - len(before), x.ids, len(after))
         merged, into = before[head:len(before) - tail], after[head:len(after) - tail]
+        if merged == (len(x.ids),) and len(into) > 1 and math.prod(into) == len(x.ids) and dynamic is not None:
+            return self._split_channel_axis(node, x, head, into, dynamic[head:head + len(into)], len(after))
         if len(into) != 1 or math.prod(merged) != into[0]:
             return self._block(x, f"{node.name} reshapes the channel axis")
         local = x.axis - head
@@ -314,6 +384,61 @@ class DependencyGraph:
         view[local] = len(x.ids)
         ids = torch.tensor(x.ids).reshape(view).expand(merged).flatten()
         return Chan(head, tuple(ids.tolist()), len(after))
+
+    def _split_channel_axis(self, node: fx.Node, x: Chan, head: int, into: tuple[int, ...],
+                            dynamic: list[bool], ndim: int) -> Any:
+        """The channel axis viewed as dimensions ``into``: only the one sized from the tensor may
+        shrink, so the atoms at the same index along it are coupled."""
+        if sum(dynamic) != 1:
+            return self._block(x, f"{node.name} splits the channel axis into sizes that do not follow "
+                                  "the channel count (exactly one must be computed from it or -1)")
+        free = dynamic.index(True)
+        ids = torch.tensor(x.ids).reshape(into)
+        for j in range(into[free]):
+            atoms = ids.select(free, j).flatten().tolist()
+            for atom in atoms[1:]:
+                self._union(atoms[0], atom)
+        return Split(tuple(range(head, head + len(into))), ids, ndim)
+
+    def _split_axes(self, node: fx.Node, x: Split, args: tuple, kwargs: dict, shape: tuple[int, ...]) -> Any:
+        """transpose/permute, a copy, or the view that merges the split channel dimensions."""
+        target = node.target
+        if target in _PERMUTE:
+            perm = _permutation(target, args, kwargs, x.ndim)
+            if perm is not None:
+                axes = tuple(i for i in range(x.ndim) if perm[i] in x.axes)
+                return Split(axes, x.ids.permute([x.axes.index(perm[i]) for i in axes]), x.ndim)
+        if target in _PASS_METHODS and len(shape) == x.ndim:
+            return x
+        if target in _RESHAPE and node.op != "call_module":
+            before = _shape(node.args[0])
+            head, tail = _unchanged_ends(before, shape)
+            merged = tuple(range(head, len(before) - tail))
+            if merged == x.axes and len(shape) - tail - head == 1:
+                return Chan(head, tuple(x.ids.flatten().tolist()), len(shape))
+        return self._block(x, f"{node.name} uses a channel axis split into several dimensions")
+
+    def _split(self, node: fx.Node, x: Chan, args: tuple, kwargs: dict) -> Any:
+        """``chunk`` into k parts, or ``split`` by a size computed from the tensor, along the
+        channel axis into equal parts: channel j of every part is coupled (each keeps the same
+        count). Along another axis each part keeps the channels."""
+        metas = node.meta.get("tensor_meta")
+        dim = kwargs.get("dim", args[2] if len(args) > 2 else 0) % x.ndim
+        if not isinstance(metas, (tuple, list)):
+            return self._block(x, f"{node.name} splits into parts of unknown shape")
+        if dim != x.axis:
+            return tuple(x for _ in metas)
+        raw = node.kwargs.get("split_size_or_sections", node.args[1] if len(node.args) > 1 else None)
+        if node.target in (torch.split, "split") and not isinstance(raw, fx.Node):
+            return self._block(x, f"{node.name} splits the channel axis by constant sizes")
+        widths = {meta.shape[x.axis] for meta in metas}
+        if len(widths) != 1 or len(metas) * widths.pop() != len(x.ids):
+            return self._block(x, f"{node.name} splits the channel axis into unequal parts")
+        parts, width = len(metas), len(x.ids) // len(metas)
+        for j in range(width):
+            for a in range(1, parts):
+                self._union(x.ids[j], x.ids[a * width + j])
+        return tuple(Chan(x.axis, x.ids[a * width:(a + 1) * width], x.ndim) for a in range(parts))
 
     def _reduce(self, node: fx.Node, x: Chan, args: tuple, kwargs: dict, shape: tuple[int, ...]) -> Any:
         dims = kwargs.get("dim", args[1] if len(args) > 1 else None)
