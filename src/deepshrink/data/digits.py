@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits as _sklearn_digits
-from sklearn.model_selection import train_test_split
 
 from deepshrink.data.dataset import Augment, ImageDataset, check_split
 
@@ -22,8 +20,11 @@ def load_digits(split: str) -> ImageDataset:
     stratified (``train_test_split(test_size=0.2, random_state=0)``); each split keeps the
     original image order.
     """
+    from sklearn.datasets import load_digits as sklearn_digits  # here: importing sklearn costs ~1 s
+    from sklearn.model_selection import train_test_split
+
     check_split("digits", split)
-    bunch = _sklearn_digits()
+    bunch = sklearn_digits()
     train, test = train_test_split(
         np.arange(len(bunch.target)), test_size=0.2, random_state=0, stratify=bunch.target
     )
