@@ -6,6 +6,7 @@ import os
 import sys
 from typing import Sequence
 
+from deepshrink import __version__
 from deepshrink.cli import (bench, channel_sensitivity, decode, demo, early_exit_sweep, encode, evaluate, export,
                             import_pretrained, prune, quantize, report, run, sparse_opt, train)
 from deepshrink.cli.args import Parser, flag_of, with_allowed_builders
@@ -18,6 +19,7 @@ COMMANDS = (demo, train, evaluate, bench, import_pretrained, prune, report, spar
 
 def build_parser() -> Parser:
     parser = Parser(prog="deepshrink", description="Make convolutional networks really smaller and faster.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     for command in COMMANDS:

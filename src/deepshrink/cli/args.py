@@ -5,14 +5,47 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 from typing import Any, NoReturn
 
 import torch
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """``--help`` text: descriptions (module docstrings) without reStructuredText markup, and
+    every option's default after its help, unless the help already names it."""
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(_plain(text))
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text, default = action.help or "", action.default
+        if not action.option_strings or "default" in text or not _worth_showing(default):
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else "%(default)s"
+        return f"{text} (default: {shown})"
+
+
+def _worth_showing(default: Any) -> bool:
+    """A default that says something: not None, not a flag's False, not an empty list."""
+    if default is None or default is False or default is argparse.SUPPRESS:
+        return False
+    return not (isinstance(default, (list, tuple)) and not default)
+
+
+def _plain(text: str) -> str:
+    """``text`` without reStructuredText literals and roles: ``x`` and :func:`x` -> x."""
+    return re.sub(r"(?::\w+:)?`{1,2}~?([^`]+)`{1,2}", r"\1", text)
+
+
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line on stderr and exit code 2."""
+    """An ArgumentParser whose errors are one line on stderr and exit code 2; its ``--help``
+    uses :class:`HelpFormatter`."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")

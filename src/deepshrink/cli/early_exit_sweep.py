@@ -28,10 +28,10 @@ def register(sub) -> None:
                         "or whose entropy in nats <= threshold (entropy)")
     p.add_argument("--thresholds", type=_number, nargs="+", metavar="T",
                    help="confidence in [0, 1] or entropy in [0, ln classes] (default: a spread of them)")
-    p.add_argument("--batch-size", type=positive_int, default=500)
+    p.add_argument("--batch-size", type=positive_int, default=500, help="evaluation batch size")
     p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N test images")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=positive_int)
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's own choice)")
     p.add_argument("--plot", metavar="FILE.png", help="also write accuracy against MACs as a PNG")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     add_builder_args(p)

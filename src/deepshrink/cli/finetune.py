@@ -18,19 +18,20 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
     add_data_args(p, required=False)
     p.add_argument("--run-dir", metavar="DIR", help="checkpoints and metrics of the fine-tuning (resumable)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted fine-tuning in --run-dir")
-    p.add_argument("--lr", type=positive_float, default=0.01)
-    p.add_argument("--batch-size", type=positive_int, default=128)
-    p.add_argument("--momentum", type=unit_interval, default=0.9)
-    p.add_argument("--weight-decay", type=nonneg_float, default=5e-4)
-    p.add_argument("--seed", type=nonneg_int, default=0)
+    p.add_argument("--lr", type=positive_float, default=0.01, help="fine-tuning learning rate (SGD, cosine schedule)")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="fine-tuning batch size (global under torchrun)")
+    p.add_argument("--momentum", type=unit_interval, default=0.9, help="SGD momentum")
+    p.add_argument("--weight-decay", type=nonneg_float, default=5e-4, help="weight decay")
+    p.add_argument("--seed", type=nonneg_int, default=0,
+                   help="seed of the batch order, augmentation and random choices (e.g. --criterion random)")
     p.add_argument("--no-augment", action="store_true", help="turn off the dataset's augmentation")
     p.add_argument("--limit-train", type=positive_int, metavar="N", help="use only the first N training images")
     p.add_argument("--limit-test", type=positive_int, metavar="N", help="use only the first N test images")
     add_distill_args(p)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", choices=PRECISIONS, default=TrainConfig.precision,
                    help="fine-tune under autocast to float16 (with dynamic loss scaling) or bfloat16")
-    p.add_argument("--threads", type=positive_int)
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's own choice)")
 
 
 def finetune_plan(args: argparse.Namespace, epochs: int, epochs_flag: str
