@@ -49,7 +49,8 @@ def test_agp_with_fine_tuning(model_file, tmp_path, capsys):
                  "--data", "digits", "--limit-train", "128", "--limit-test", "64", "--batch-size", "64",
                  "--device", "cpu", "--out", str(out)])
     assert code == 0
-    assert "pruned layers: 50.00% sparse, test top-1" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "pruned layers: 50.00% sparse (asked 50%)" in printed and "test top-1 " in printed
 
 
 @pytest.mark.parametrize("extra,needle", [
@@ -99,3 +100,30 @@ def test_prune_with_teacher_distils_during_fine_tuning(tmp_path, capsys):
     assert main(["prune", str(teacher / "model.safetensors"), "--sparsity", "0.5", "--teacher",
                  str(teacher / "model.safetensors"), "--out", str(tmp_path / "x")]) == 2
     assert "--epochs > 0" in capsys.readouterr().err
+
+
+def test_before_after_table_and_json(model_file, tmp_path, capsys):
+    import json
+    import os
+
+    out = tmp_path / "p.safetensors"
+    argv = ["prune", model_file, "--sparsity", "0.6", "--data", "digits", "--limit-test", "100", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    lines = printed.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split() == ["before", "after", "change"])
+    top1, macs, sparse_macs, params, size = lines[start + 1:start + 6]
+    assert top1.startswith("test top-1") and params.startswith("parameters")
+    assert macs.endswith("same") and sparse_macs.startswith("non-zero MACs") and "x fewer" in sparse_macs
+    assert size.startswith("file bytes") and f"{os.path.getsize(model_file):,}" in size
+    assert "pruned layers: " in printed and "(asked 60%)" in printed
+
+    assert main([*argv, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    before, after, change = data["before"], data["after"], data["change"]
+    assert before["bytes"] == os.path.getsize(model_file) and after["bytes"] == os.path.getsize(out)
+    assert before["macs"] == after["macs"] > after["sparse_macs"] and before["params"] == after["params"]
+    assert 0 <= before["top1"] <= 1 and after["top1"] == data["test_top1"]
+    assert change["top1_points"] == pytest.approx(100 * (after["top1"] - before["top1"]))
+    assert change["sparse_macs_times_fewer"] == pytest.approx(before["sparse_macs"] / after["sparse_macs"])
+    assert data["sparsity"] == pytest.approx(0.6, abs=0.01)

@@ -41,6 +41,11 @@ def test_kmeans_with_fine_tuning_json(model_file, tmp_path, capsys):
     assert code == 0
     assert record["layers"] == ["conv1", "conv2", "fc"] and record["init"] == "density"
     assert record["finetune_epochs"] == 1 and 0 <= record["test_top1"] <= 1
+    before, after = record["before"], record["after"]  # the before/after table's data
+    assert 0 <= before["top1"] <= 1 and after["top1"] == record["test_top1"]
+    assert record["change"]["top1_points"] == pytest.approx(100 * (after["top1"] - before["top1"]))
+    assert before["bytes"] == model_file.stat().st_size and after["bytes"] == out.stat().st_size
+    assert before["macs"] == after["macs"] > 0
 
 
 @pytest.mark.parametrize("extra,needle", [

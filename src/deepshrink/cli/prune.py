@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from deepshrink.cli.args import add_builder_args, any_int, any_number, nonneg_int, set_threads
+from deepshrink.cli.args import add_builder_args, any_int, any_number, nonneg_int, print_json, set_threads
 from deepshrink.cli.finetune import add_finetune_args, finetune_plan
+from deepshrink.cli.summary import accuracy_note, before_after, before_after_table
 from deepshrink.train.distributed import current
 from deepshrink.errors import UserError
 from deepshrink.pipeline.prune import prune_job
@@ -58,6 +59,8 @@ def register(sub) -> None:
                    help="prune the first convolution and the classifier too")
     p.add_argument("--out", required=True, metavar="MODEL_FILE", help="where to write the pruned model")
     add_finetune_args(p)
+    p.add_argument("--json", action="store_true",
+                   help="print the history record with the before/after measures as JSON")
     add_builder_args(p)
     p.set_defaults(run=run, config_flags=CONFIG_FLAGS)
 
@@ -101,14 +104,18 @@ def run(args: argparse.Namespace) -> int:
             args.model_file, args.out, settings, config, train_set=train_set, test_set=test_set,
             run_dir=args.run_dir, resume=args.resume, hooks=hooks))
     result = prune_job(args.model_file, args.out, settings, config, train_set=train_set, test_set=test_set,
-                       run_dir=args.run_dir, resume=args.resume, hooks=hooks)
+                       run_dir=args.run_dir, resume=args.resume, hooks=hooks, measure_before=True)
     if not current().is_main:
+        return 0
+    if args.json:
+        print_json({**result.record, **before_after(result.before, result.after)})
         return 0
     width = max(len(name) for name in result.layer_sparsity)
     for name, sparsity in result.layer_sparsity.items():
         print(f"{name:<{width}}  {100 * sparsity:6.2f}% pruned")
-    shown = f", test top-1 {100 * result.test_top1:.2f}%" if result.test_top1 is not None else ""
-    print(f"pruned layers: {100 * result.sparsity:.2f}% sparse{shown}")
+    _print_table(result.before, result.after, args.epochs)
+    asked = f" (asked {100 * settings.sparsity:g}%)" if settings.sparsity is not None else ""
+    print(f"pruned layers: {100 * result.sparsity:.2f}% sparse{asked}")
     print(f"model written to {args.out}")
     return 0
 
@@ -117,6 +124,9 @@ def _print_structured(args: argparse.Namespace, result: StructuredPruneResult) -
     if not current().is_main:
         return 0
     record = result.record
+    if args.json:
+        print_json({**record, **before_after(result.before, result.after)})
+        return 0
     for group, (before, after) in record["channels"].items():
         print(f"{group:<24} {before:4d} -> {after:4d} channels")
     asked = record.get("target_macs_reduction")
@@ -130,8 +140,13 @@ def _print_structured(args: argparse.Namespace, result: StructuredPruneResult) -
         print(f"note: {len(unaligned)} of {len(record['channels'])} groups now have a channel count that is not a "
               f"multiple of {VECTOR_CHANNELS}; CPU kernels lose most of their speed-up on them "
               f"(--round-to {VECTOR_CHANNELS} avoids it)")
-    if result.test_top1 is not None:
-        before = f" (dense {100 * result.test_top1_before:.2f}%)" if result.test_top1_before is not None else ""
-        print(f"test top-1 {100 * result.test_top1:.2f}%{before}")
+    _print_table(result.before, result.after, args.epochs)
     print(f"model written to {args.out}")
     return 0
+
+
+def _print_table(before, after, epochs: int) -> None:
+    print(before_after_table(before, after))
+    note = accuracy_note(before, after, epochs, "--epochs")
+    if note:
+        print(note)

@@ -9,6 +9,7 @@ import argparse
 
 from deepshrink.cli.args import (add_builder_args, any_int, nonneg_int, positive_float, positive_int, print_json, set_threads)
 from deepshrink.cli.finetune import add_finetune_args, finetune_plan
+from deepshrink.cli.summary import accuracy_note, before_after, before_after_table
 from deepshrink.errors import UserError
 from deepshrink.pipeline.datasets import load_split
 from deepshrink.pipeline.quantize import CALIBRATION_IMAGES, MixedPrecision, quantize_job
@@ -53,7 +54,8 @@ def register(sub) -> None:
                    help="quantize the first convolution and the classifier too")
     p.add_argument("--out", required=True, metavar="MODEL_FILE", help="where to write the quantized model")
     add_finetune_args(p)
-    p.add_argument("--json", action="store_true", help="print the history record as JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print the history record with the before/after measures as JSON")
     add_builder_args(p)
     p.set_defaults(run=run, config_flags={"exclude_first_last": "--quantize-first-last",
                                           "activation_observer": "--observer"})
@@ -77,11 +79,12 @@ def run(args: argparse.Namespace) -> int:
         train_set = load_split(args.data, "train", args.data_dir, args.limit_train)
     result = quantize_job(args.model_file, args.out, config, train_config, train_set=train_set,
                           test_set=test_set, run_dir=args.run_dir, resume=args.resume, hooks=hooks,
-                          calibration_images=args.calibration_images or CALIBRATION_IMAGES, mixed=mixed)
+                          calibration_images=args.calibration_images or CALIBRATION_IMAGES, mixed=mixed,
+                          measure_before=True)
     if not current().is_main:
         return 0
     if args.json:
-        print_json(result.record)
+        print_json({**result.record, **before_after(result.before, result.after)})
         return 0
     if mixed is None:
         print(f"{args.method} {args.bits}-bit weights in {len(result.layers)} layers: {', '.join(result.layers)}")
@@ -94,8 +97,10 @@ def run(args: argparse.Namespace) -> int:
     if config.activation_bits is not None:
         print(f"{config.activation_bits}-bit activations ({config.activation_observer} ranges "
               f"from {result.record['calibration_images']} training images)")
-    if result.test_top1 is not None:
-        print(f"test top-1 {100 * result.test_top1:.2f}%")
+    print(before_after_table(result.before, result.after))
+    note = accuracy_note(result.before, result.after, args.finetune_epochs, "--finetune-epochs")
+    if note:
+        print(note)
     print(f"model written to {args.out}")
     return 0
 

@@ -6,21 +6,23 @@ Each job supplies a :class:`Compression`: what to do before fine-tuning (the one
 which training hooks act during it (a pruning schedule), and what to do after it (remove
 zeroed channels, count the sparsity), returning the history record of the model file. The
 skeleton does the rest the same way for all: data checks and torchrun set-up, the early-exit
-loss, the fine-tuning with checkpoints, the test accuracy, the history entry, and writing the
-file on rank 0 only.
+loss, the fine-tuning with checkpoints, the test accuracy, the history entry, writing the
+file on rank 0 only, and the :class:`Measures` of the model before and after (accuracy, MACs,
+parameters, bytes on disk) for the commands' before/after tables.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from deepshrink.analysis import count_params
+from deepshrink.analysis.costs import model_costs
 from deepshrink.data import ImageDataset
-from deepshrink.files import check_output
 from deepshrink.models import ModelInfo, save_model
 from deepshrink.pipeline.datasets import open_for_finetune
 from deepshrink.pipeline.evaluate import accuracy_on
@@ -28,7 +30,7 @@ from deepshrink.pipeline.train import with_early_exit_loss
 from deepshrink.train import Trainer, TrainConfig, TrainHook
 from deepshrink.train.distributed import current
 
-__all__ = ["Compression", "CompressionOutcome", "FinetuneData", "run_compression"]
+__all__ = ["Compression", "CompressionOutcome", "FinetuneData", "Measures", "changes", "measure", "run_compression"]
 
 
 @dataclass(frozen=True)
@@ -65,12 +67,54 @@ class Compression:
 
 
 @dataclass(frozen=True)
+class Measures:
+    """What a model (file) is worth: test top-1 (None without a test set, or not measured), MACs
+    and MACs with a non-zero weight per input (None when the file records no input shape),
+    parameters, and the file's bytes on disk (None when not written by this process)."""
+
+    top1: float | None
+    macs: int | None
+    sparse_macs: int | None
+    params: int
+    bytes: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class CompressionOutcome:
     model: nn.Module
     info: ModelInfo
     record: dict[str, Any]
     test_top1_before: float | None  # of the loaded model, when asked for and a test set was given
     test_top1: float | None         # of the saved model, when a test set was given
+    before: Measures | None = None  # the loaded model and its file
+    after: Measures | None = None   # the saved model and its file
+
+
+def changes(before: Measures, after: Measures) -> dict[str, float | None]:
+    """After against before: top-1 difference in points (after - before), and how many times
+    fewer MACs (also those with a non-zero weight) and parameters, and how many times fewer
+    bytes on disk (None where either side is unknown)."""
+    def times(a, b):
+        return a / b if a is not None and b else None
+
+    return {"top1_points": 100 * (after.top1 - before.top1) if None not in (before.top1, after.top1) else None,
+            "macs_times_fewer": times(before.macs, after.macs),
+            "sparse_macs_times_fewer": times(before.sparse_macs, after.sparse_macs),
+            "params_times_fewer": times(before.params, after.params),
+            "bytes_times_smaller": times(before.bytes, after.bytes)}
+
+
+def measure(model: nn.Module, info: ModelInfo, path: str | os.PathLike | None, top1: float | None) -> Measures:
+    """:class:`Measures` of ``model`` (described by ``info``) stored at ``path`` (None: not on disk)."""
+    macs = sparse = None
+    if info.input is not None:
+        totals = model_costs(model, tuple(info.input.shape)).totals
+        macs, sparse = totals["macs"], totals["sparse_macs"]
+    size = os.path.getsize(path) if path is not None and os.path.isfile(path) else None
+    return Measures(top1, macs, sparse, count_params(model).total, size)
 
 
 def run_compression(model_file: str | os.PathLike, out: str | os.PathLike, compression: Compression,
@@ -78,11 +122,11 @@ def run_compression(model_file: str | os.PathLike, out: str | os.PathLike, compr
     """Load ``model_file``, compress it, fine-tune ``config.epochs`` epochs (0: none, no
     training data needed), evaluate on ``data.test_set`` and write the model to ``out``
     (under torchrun, rank 0 writes). ``measure_before``: also the accuracy of the loaded model."""
-    check_output(out, [model_file])  # before the work: not the input, not a directory or device
     model, info = open_for_finetune(model_file, config.epochs, config.device, data.train_set, data.test_set)
     test_set = data.test_set
     before = accuracy_on(model, info, test_set, config.device, config.eval_batch_size) \
         if measure_before and test_set is not None else None
+    start = measure(model, info, model_file, before)
     torch.manual_seed(config.seed)
     model, info = compression.apply(model, info)
     top1 = None
@@ -105,4 +149,5 @@ def run_compression(model_file: str | os.PathLike, out: str | os.PathLike, compr
         info.history.append(record)
     if current().is_main:
         save_model(out, model.cpu(), info)
-    return CompressionOutcome(model, info, record, before, top1)
+    end = measure(model, info, out if current().is_main else None, top1)
+    return CompressionOutcome(model, info, record, before, top1, start, end)

@@ -10,7 +10,7 @@ from torch import nn
 
 from deepshrink.data import ImageDataset
 from deepshrink.models import ModelInfo
-from deepshrink.pipeline.compress import Compression, FinetuneData, run_compression
+from deepshrink.pipeline.compress import Compression, FinetuneData, Measures, run_compression
 from deepshrink.prune.api import prune_, pruned_layers, pruning_hook, selected_layers
 from deepshrink.prune.config import PruneConfig
 from deepshrink.prune.mask import masks_of
@@ -25,6 +25,8 @@ class PruneResult:
     sparsity: float                   # over all pruned layers together
     test_top1: float | None           # after pruning (and fine-tuning), when a test set was given
     record: dict[str, Any]            # the history entry written to the model file
+    before: Measures | None = None    # the input model and file (top-1 with ``measure_before``)
+    after: Measures | None = None     # the output model and file
 
 
 class _FineGrained(Compression):
@@ -60,16 +62,17 @@ def _oneshot(config: PruneConfig) -> PruneConfig:
 def prune_job(model_file: str | os.PathLike, out: str | os.PathLike, settings: PruneConfig,
               config: TrainConfig, *, train_set: ImageDataset | None = None,
               test_set: ImageDataset | None = None, run_dir: str | os.PathLike | None = None,
-              resume: bool = False, hooks: Sequence[TrainHook] = ()) -> PruneResult:
+              resume: bool = False, hooks: Sequence[TrainHook] = (), measure_before: bool = False) -> PruneResult:
     """Prune ``model_file`` and write the masked model to ``out``.
 
     With ``config.epochs == 0`` the model is pruned once to the target (no data needed);
     otherwise it is pruned on ``settings.schedule`` while training ``config.epochs`` epochs on
     ``train_set`` (checkpoints in ``run_dir`` if given), with extra ``hooks`` (e.g. distillation)
     taking part; an early-exit model fine-tunes with its joint exit loss. The masks are kept
-    in the output.
+    in the output. ``measure_before``: also the test accuracy of the input model.
     """
     data = FinetuneData(train_set, test_set, run_dir, resume, tuple(hooks))
-    outcome = run_compression(model_file, out, _FineGrained(settings, config.epochs), config, data)
+    outcome = run_compression(model_file, out, _FineGrained(settings, config.epochs), config, data,
+                              measure_before=measure_before)
     record = outcome.record
-    return PruneResult(record["layers"], record["sparsity"], outcome.test_top1, record)
+    return PruneResult(record["layers"], record["sparsity"], outcome.test_top1, record, outcome.before, outcome.after)

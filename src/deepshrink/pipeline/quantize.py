@@ -14,7 +14,7 @@ from torch import nn
 from deepshrink.data import BatchLoader, ImageDataset
 from deepshrink.errors import UserError
 from deepshrink.models import ModelInfo, save_model
-from deepshrink.pipeline.compress import Compression, FinetuneData, run_compression
+from deepshrink.pipeline.compress import Compression, FinetuneData, Measures, run_compression
 from deepshrink.quant import (KMeansQuantizer, QuantConfig, activation_quantizers_of, attach_activation_quantizers,
                               calibrate_activations, quantize_, quantizers_of)
 from deepshrink.quant.mixed import CRITERIA as MIXED_CRITERIA
@@ -47,6 +47,8 @@ class QuantizeResult:
     layers: list[str]         # the quantized layers, in module order
     test_top1: float | None   # after quantization (and fine-tuning), when a test set was given
     record: dict[str, Any]    # the history entry written to the model file
+    before: Measures | None = None  # the input model and file (top-1 with ``measure_before``)
+    after: Measures | None = None   # the output model and file
 
 
 class _Quantization(Compression):
@@ -103,7 +105,7 @@ def quantize_job(model_file: str | os.PathLike, out: str | os.PathLike, config: 
                  test_set: ImageDataset | None = None, run_dir: str | os.PathLike | None = None,
                  resume: bool = False, hooks: Sequence[TrainHook] = (),
                  calibration_images: int = CALIBRATION_IMAGES,
-                 mixed: MixedPrecision | None = None) -> QuantizeResult:
+                 mixed: MixedPrecision | None = None, measure_before: bool = False) -> QuantizeResult:
     """Quantize ``model_file``'s weights as ``config`` says and write the model to ``out``.
 
     With ``train_config.epochs == 0`` this is post-training quantization (no data needed for
@@ -117,6 +119,7 @@ def quantize_job(model_file: str | os.PathLike, out: str | os.PathLike, config: 
     measured on those same calibration images. The quantizers are kept in the output.
 
     Under torchrun, k-means codebooks and calibrated ranges are rank 0's on every rank.
+    ``measure_before``: also the test accuracy of the input model.
     """
     if config.activation_bits is not None or mixed is not None:
         if train_set is None:
@@ -126,8 +129,8 @@ def quantize_job(model_file: str | os.PathLike, out: str | os.PathLike, config: 
             raise UserError(f"calibration images must be an integer >= 1, got {calibration_images!r}")
     quantization = _Quantization(config, train_config, train_set, calibration_images, mixed, str(model_file))
     data = FinetuneData(train_set, test_set, run_dir, resume, tuple(hooks))
-    outcome = run_compression(model_file, out, quantization, train_config, data)
-    return QuantizeResult(outcome.record["layers"], outcome.test_top1, outcome.record)
+    outcome = run_compression(model_file, out, quantization, train_config, data, measure_before=measure_before)
+    return QuantizeResult(outcome.record["layers"], outcome.test_top1, outcome.record, outcome.before, outcome.after)
 
 
 def calibrate_on(model: nn.Module, info: ModelInfo, images: ImageDataset, device: torch.device,

@@ -20,7 +20,7 @@ from deepshrink.data import ImageDataset
 from deepshrink.errors import UserError
 from deepshrink.models import ModelInfo
 from deepshrink.models.early_exit import EarlyExitModel
-from deepshrink.pipeline.compress import Compression, FinetuneData, run_compression
+from deepshrink.pipeline.compress import Compression, FinetuneData, Measures, run_compression
 from deepshrink.prune.structured import GradualChannelPruning, StructuredConfig, prune_channels, pruned_spec
 from deepshrink.train import TrainConfig, TrainHook
 
@@ -32,6 +32,8 @@ class StructuredPruneResult:
     test_top1_before: float | None  # of the dense model, when a test set was given
     test_top1: float | None         # after pruning (and fine-tuning)
     record: dict[str, Any]          # the history entry written to the model file
+    before: Measures | None = None  # the dense model and its file
+    after: Measures | None = None   # the pruned model and its file
 
 
 class _Channels(Compression):
@@ -88,7 +90,8 @@ def structured_prune_job(model_file: str | os.PathLike, out: str | os.PathLike, 
     data = FinetuneData(train_set, test_set, run_dir, resume, tuple(hooks))
     outcome = run_compression(model_file, out, _Channels(settings, config.epochs, str(model_file)), config, data,
                               measure_before=True)
-    return StructuredPruneResult(outcome.test_top1_before, outcome.test_top1, outcome.record)
+    return StructuredPruneResult(outcome.test_top1_before, outcome.test_top1, outcome.record, outcome.before,
+                                 outcome.after)
 
 
 def _resized(info: ModelInfo, model, result, record: dict[str, Any]) -> ModelInfo:
