@@ -9,6 +9,7 @@ from deepshrink.cli.args import (add_data_args, add_distill_args, distill_hooks,
 from deepshrink.data import ImageDataset
 from deepshrink.errors import UserError
 from deepshrink.pipeline.datasets import load_split
+from deepshrink.progress import step
 from deepshrink.train import TrainConfig, TrainHook
 from deepshrink.train.config import PRECISIONS
 
@@ -49,7 +50,13 @@ def finetune_plan(args: argparse.Namespace, epochs: int, epochs_flag: str
     config = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                          weight_decay=args.weight_decay, seed=args.seed, device=args.device,
                          augment=not args.no_augment, precision=args.precision)
-    train_set = load_split(args.data, "train", args.data_dir, args.limit_train) if epochs else None
-    test_set = load_split(args.data, "test", args.data_dir, args.limit_test) if args.data else None
+    train_set = load_data(args, "train", args.limit_train) if epochs else None
+    test_set = load_data(args, "test", args.limit_test) if args.data else None
     hooks = distill_hooks(args, train_set) if train_set is not None else []
     return config, train_set, test_set, hooks
+
+
+def load_data(args: argparse.Namespace, split: str, limit: int | None) -> ImageDataset:
+    """``split`` of ``--data`` (its first ``limit`` images), reported as a step when it is slow."""
+    with step(f"loading {getattr(args.data, 'name', args.data)} {split}"):
+        return load_split(args.data, split, args.data_dir, limit)

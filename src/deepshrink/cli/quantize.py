@@ -8,10 +8,9 @@ from __future__ import annotations
 import argparse
 
 from deepshrink.cli.args import (add_builder_args, any_int, nonneg_int, positive_float, positive_int, print_json, set_threads)
-from deepshrink.cli.finetune import add_finetune_args, finetune_plan
+from deepshrink.cli.finetune import add_finetune_args, finetune_plan, load_data
 from deepshrink.cli.summary import accuracy_note, before_after, before_after_table
 from deepshrink.errors import UserError
-from deepshrink.pipeline.datasets import load_split
 from deepshrink.pipeline.quantize import CALIBRATION_IMAGES, MixedPrecision, quantize_job
 from deepshrink.quant import ACTIVATION_OBSERVERS, INITS, METHODS, QuantConfig
 from deepshrink.quant.mixed import CRITERIA as MIXED_CRITERIA
@@ -76,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                          args.activation_bits, args.observer or "minmax")
     train_config, train_set, test_set, hooks = finetune_plan(args, args.finetune_epochs, "--finetune-epochs")
     if (config.activation_bits is not None or mixed is not None) and train_set is None:
-        train_set = load_split(args.data, "train", args.data_dir, args.limit_train)
+        train_set = load_data(args, "train", args.limit_train)
     result = quantize_job(args.model_file, args.out, config, train_config, train_set=train_set,
                           test_set=test_set, run_dir=args.run_dir, resume=args.resume, hooks=hooks,
                           calibration_images=args.calibration_images or CALIBRATION_IMAGES, mixed=mixed,

@@ -27,6 +27,7 @@ from deepshrink.models import ModelInfo, save_model
 from deepshrink.pipeline.datasets import open_for_finetune
 from deepshrink.pipeline.evaluate import accuracy_on
 from deepshrink.pipeline.train import with_early_exit_loss
+from deepshrink.progress import step
 from deepshrink.train import Trainer, TrainConfig, TrainHook
 from deepshrink.train.distributed import current
 
@@ -124,8 +125,10 @@ def run_compression(model_file: str | os.PathLike, out: str | os.PathLike, compr
     (under torchrun, rank 0 writes). ``measure_before``: also the accuracy of the loaded model."""
     model, info = open_for_finetune(model_file, config.epochs, config.device, data.train_set, data.test_set)
     test_set = data.test_set
-    before = accuracy_on(model, info, test_set, config.device, config.eval_batch_size) \
-        if measure_before and test_set is not None else None
+    before = None
+    if measure_before and test_set is not None:
+        with step("test top-1 of the input model"):
+            before = accuracy_on(model, info, test_set, config.device, config.eval_batch_size)
     start = measure(model, info, model_file, before)
     torch.manual_seed(config.seed)
     model, info = compression.apply(model, info)
@@ -140,7 +143,8 @@ def run_compression(model_file: str | os.PathLike, out: str | os.PathLike, compr
         top1 = final.top1 if final is not None and not compression.changes_after_training else None
     model, info, record = compression.finish(model, info)
     if top1 is None and test_set is not None:
-        top1 = accuracy_on(model, info, test_set, config.device, config.eval_batch_size)
+        with step("test top-1 of the output model"):
+            top1 = accuracy_on(model, info, test_set, config.device, config.eval_batch_size)
     if before is not None:
         record["test_top1_before"] = before
     if top1 is not None:

@@ -15,6 +15,7 @@ from deepshrink.data import BatchLoader, ImageDataset
 from deepshrink.errors import UserError
 from deepshrink.models import ModelInfo, save_model
 from deepshrink.pipeline.compress import Compression, FinetuneData, Measures, run_compression
+from deepshrink.progress import step
 from deepshrink.quant import (KMeansQuantizer, QuantConfig, activation_quantizers_of, attach_activation_quantizers,
                               calibrate_activations, quantize_, quantizers_of)
 from deepshrink.quant.mixed import CRITERIA as MIXED_CRITERIA
@@ -75,8 +76,10 @@ class _Quantization(Compression):
             self.record.update(mixed_record)
             del self.record["bits"]  # per layer, in the assignment
         if config.activation_bits is not None:
-            self.record["calibration_images"] = calibrate_on(model, info, self._calibration(), device,
-                                                             train_config.eval_batch_size)
+            images = self._calibration()
+            with step(f"calibrating activation ranges on {len(images)} images"):
+                self.record["calibration_images"] = calibrate_on(model, info, images, device,
+                                                                 train_config.eval_batch_size)
         return model, info
 
     def _calibration(self) -> ImageDataset:

@@ -21,6 +21,7 @@ from deepshrink.errors import UserError
 from deepshrink.models import ModelInfo
 from deepshrink.models.early_exit import EarlyExitModel
 from deepshrink.pipeline.compress import Compression, FinetuneData, Measures, run_compression
+from deepshrink.progress import step
 from deepshrink.prune.structured import GradualChannelPruning, StructuredConfig, prune_channels, pruned_spec
 from deepshrink.train import TrainConfig, TrainHook
 
@@ -55,7 +56,8 @@ class _Channels(Compression):
         model.cpu()
         if self.gradual:
             return model, info
-        result = prune_channels(model, self.shape, self.config)
+        with step("choosing and removing channels"):
+            result = prune_channels(model, self.shape, self.config)
         self.record = {"stage": "structured-prune", **self.config.record(), **result.record()}
         return model, _resized(info, model, result, self.record)
 

@@ -11,6 +11,7 @@ from torch.nn.utils import parametrize
 
 from deepshrink.errors import UserError
 from deepshrink.models.attach import copy_model
+from deepshrink.progress import steps
 from deepshrink.quant.api import QuantConfig
 from deepshrink.quant.mixed.apply import attach_at_bits, unquantized_layers, weight_quantizer
 
@@ -23,11 +24,12 @@ def layer_sensitivity(model: nn.Module, layers: Sequence[str], bits_options: Seq
     """``result[layer][bits] = evaluate(model) - evaluate(model with only layer quantized at
     bits)``: the drop of the score, in the score's units (a top-1 fraction, or the increase of
     the mean loss in nats when ``evaluate`` returns minus the loss). Each quantized variant is
-    a :func:`~deepshrink.models.attach.copy_model` copy; ``model`` is left unchanged."""
+    a :func:`~deepshrink.models.attach.copy_model` copy; ``model`` is left unchanged. Progress:
+    one step per layer (:func:`deepshrink.progress.steps`)."""
     modules = unquantized_layers(model, layers)
     baseline = evaluate(model)
     result: Sensitivity = {}
-    for name in modules:
+    for name in steps(modules, "quantization sensitivity", len(modules), unit="layers"):
         result[name] = {}
         for bits in bits_options:
             variant = copy_model(model)
@@ -65,7 +67,7 @@ def hessian_traces(model: nn.Module, layers: Sequence[str],
         w.requires_grad_(True)
     generator = torch.Generator().manual_seed(seed)
     totals, seen = [0.0] * len(weights), 0
-    for inputs, targets in batches:
+    for inputs, targets in steps(batches, "Hessian traces", unit="batches"):
         loss = loss_fn(work(inputs), targets)
         grads = torch.autograd.grad(loss, weights, create_graph=True)
         for _ in range(probes):
