@@ -73,3 +73,11 @@ def test_stage_table_as_text(encoded_run):
     assert lines[0].split()[:4] == ["stage", "top-1", "bytes", "ratio"]
     assert [line.split()[0] for line in lines[1:]] == ["00-model", "01-train", "02-prune", "03-quantize", "04-encode"]
     assert lines[-1].split()[2] == f"{encoded_run.stages[-1].bytes:,}"
+
+
+def test_accuracy_plot_shows_deliverables_only(encoded_run):
+    from deepshrink.pipeline.run_report import deliverables
+
+    dense, points = deliverables(encoded_run.stages)
+    assert dense.folder == "01-train"  # the trained model, not the untrained 00-model
+    assert [r.folder for r in points] == ["01-train", "04-encode"]  # no masked/quantized training files

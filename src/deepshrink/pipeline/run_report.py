@@ -3,9 +3,9 @@
 Built from the folder alone (the ``stage.json`` records, the model files, the ``.dsz`` and
 the training metrics), so it can be rebuilt at any time: the stage table (accuracy, bytes,
 ratio, latency after each stage), the per-layer table (from the codec report when an encode
-stage ran, else the sparsity of the last model file), and the plots: accuracy against
-compression ratio, per-layer sparsity, weight histograms before and after quantization,
-training curves.
+stage ran, else the sparsity of the last model file), and the plots: accuracy of the
+deliverables (dense model, smaller structured model, ``.dsz``, exports) against their bytes on
+disk, per-layer sparsity, weight histograms before and after quantization, training curves.
 """
 
 from __future__ import annotations
@@ -120,15 +120,48 @@ def _last_model_record(records: list[StageRecord]) -> StageRecord | None:
 
 # --- plots: each returns a figure, or None when the run has nothing to show ----------------------
 
+COMPRESSING_KINDS = ("prune", "structured", "quantize")
+DELIVERABLE_KINDS = ("structured", "encode", "export")  # files to ship: a smaller dense model, .dsz, exports
+
+
+def deliverables(records: list[StageRecord]) -> tuple[StageRecord | None, list[StageRecord]]:
+    """(dense reference, deliverables). The dense reference is the last stage before the first
+    compressing one (the trained or imported model, not an untrained one that training
+    follows); deliverables are the dense reference and the stages whose artefact is a file to
+    ship (structured pruning's smaller dense model, the ``.dsz``, exports), not the masked or
+    quantized training files, which keep float weights and are larger than the dense model."""
+    first = next((i for i, r in enumerate(records) if r.kind in COMPRESSING_KINDS), len(records))
+    dense = records[first - 1] if first > 0 else None
+    shipped = [r for r in records[first:] if r.kind in DELIVERABLE_KINDS]
+    return dense, ([dense] if dense is not None else []) + shipped
+
+
 def _plot_accuracy_ratio(out: Path, records: list[StageRecord], allow_builders=()):
+    dense, points = deliverables(records)
+    if not points:
+        return None
     figure, axes = plt.subplots(figsize=(6, 4))
-    axes.plot([r.ratio for r in records], [100 * r.top1 for r in records], "o-")
-    for r in records:
-        axes.annotate(r.folder, (r.ratio, 100 * r.top1), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    axes.set(xscale="log", xlabel="compression ratio (float32 bytes / bytes on disk)", ylabel="test top-1 (%)",
-             title="accuracy against compression")
+    axes.plot([r.bytes for r in points], [100 * r.top1 for r in points], "o", linestyle="none")
+    for r in points:
+        axes.annotate(f"{r.folder}\n{r.ratio:.2f}x", (r.bytes, 100 * r.top1), textcoords="offset points",
+                      xytext=(5, -4), fontsize=8, va="top")
+    if dense is not None:
+        axes.axhline(100 * dense.top1, color="grey", linestyle="--", linewidth=1,
+                     label=f"dense {100 * dense.top1:.2f}%")
+        axes.legend(fontsize=8, loc="lower right")
+    axes.set_ylim(*_zoomed([100 * r.top1 for r in points]))
+    axes.set_xlim(min(r.bytes for r in points) / 2, max(r.bytes for r in points) * 2)
+    axes.set(xscale="log", xlabel="bytes on disk (log scale)", ylabel="test top-1 (%)",
+             title="deliverables: accuracy against size")
     axes.grid(alpha=0.3)
     return figure
+
+
+def _zoomed(values: list[float], pad: float = 0.25, least: float = 1.0) -> tuple[float, float]:
+    """Axis limits around ``values`` with ``pad`` of their span (at least ``least``) on each side."""
+    low, high = min(values), max(values)
+    margin = max(least, pad * (high - low))
+    return max(0.0, low - margin), min(100.0, high + margin)
 
 
 def _plot_sparsity(out: Path, records: list[StageRecord], allow_builders=()):
@@ -138,9 +171,10 @@ def _plot_sparsity(out: Path, records: list[StageRecord], allow_builders=()):
     model = load_model(out / last.evaluated, allow_builders=allow_builders)[0]
     rows = [r for r in layer_sparsity(model) if r.type in LAYER_TYPES]
     figure, axes = plt.subplots(figsize=(max(6, 0.35 * len(rows)), 4))
-    axes.bar(range(len(rows)), [100 * r.sparsity for r in rows])
+    bars = axes.bar(range(len(rows)), [100 * r.sparsity for r in rows])
+    axes.bar_label(bars, fmt="%.0f", fontsize=7, padding=1)
     axes.set_xticks(range(len(rows)), [r.name for r in rows], rotation=90, fontsize=7)
-    axes.set(ylabel="zeros (%)", ylim=(0, 100), title=f"per-layer sparsity ({last.evaluated})")
+    axes.set(ylabel="zeros (%)", ylim=(0, 105), title=f"per-layer sparsity ({last.evaluated})")
     return figure
 
 
@@ -151,11 +185,13 @@ def _plot_weights(out: Path, records: list[StageRecord], allow_builders=()):
     after, _ = load_model(out / records[index].model, allow_builders=allow_builders)
     before, _ = load_model(out / records[index - 1].model, allow_builders=allow_builders)
     names = list(quantizers_of(after))
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharex=True)
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
     for ax, model, label in ((axes[0], before, "before quantization"), (axes[1], after, "after quantization")):
         values = _nonzero_weights(model, names)
         ax.hist(values.numpy(), bins=200)
         ax.set(title=f"{label} ({values.numel():,} non-zero weights)", xlabel="weight", yscale="log")
+    figure.suptitle(f"non-zero weights of all {len(names)} quantized layers pooled in one histogram "
+                    "(each layer has its own levels)", fontsize=9)
     return figure
 
 
