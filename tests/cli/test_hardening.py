@@ -4,7 +4,9 @@ memory and time, and nothing half-written."""
 from __future__ import annotations
 
 import errno
+import json
 import os
+import resource
 import stat
 import tempfile
 
@@ -164,3 +166,93 @@ def test_a_read_only_folder_is_one_line(files, tmp_path, capsys, monkeypatch):
     out = tmp_path / "model.dsz"
     assert main(["encode", str(files / "model.safetensors"), "--out", str(out)]) == 2
     assert _one_error_line(capsys) == f"deepshrink: error: cannot write {out}: Permission denied: {tmp_path}/.x.tmp"
+
+
+# --- tracebacks that became one line; memory before validation -----------------------------------
+
+def _rewrite_metadata(source, target, change) -> None:
+    """Copy the model file ``source`` to ``target`` with its deepshrink JSON changed by ``change``
+    (which edits the dict in place or returns the new JSON text)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(source), "pt") as handle:
+        metadata = handle.metadata()
+    data = json.loads(metadata["deepshrink"])
+    result = change(data)
+    metadata["deepshrink"] = result if isinstance(result, str) else json.dumps(data)
+    save_file(load_file(str(source)), str(target), metadata=metadata)
+
+
+def _set(path: str, value):
+    def change(data):
+        *parents, last = path.split(".")
+        node = data
+        for key in parents:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        node[last] = value
+    return change
+
+
+@pytest.fixture(scope="module")
+def quantized(files):
+    for method in ("linear", "kmeans"):
+        assert main(["quantize", str(files / "model.safetensors"), "--method", method, "--bits", "4",
+                     "--out", str(files / f"{method}.safetensors")]) == 0
+    return files
+
+
+@pytest.mark.parametrize("source, change, message", [
+    ("linear", _set("parametrizations.0.args.foo", 1), "unknown argument foo"),
+    ("linear", _set("parametrizations.0.args.bits", "x"), "bits must be int, got 'x'"),
+    ("linear", _set("parametrizations.0.args", [4]), "malformed linear-quant quantizer record"),
+    ("linear", _set("parametrizations.0.args.bits", 31), "bits must be one of 2, 3, 4, 5, 6, 7, 8, 16, got 31"),
+    ("kmeans", _set("parametrizations.0.args.bits", 31), "bits must be one of 2, 3, 4, 5, 6, 7, 8, got 31"),
+    ("model", lambda data: '{"a":' * 100_000 + "1" + "}" * 100_000, "nested too deeply"),
+    ("model", _set("input.shape", [3, -16, 16]), "input shape must be (C, H, W) of positive sizes"),
+    ("model", _set("input.shape", [3, 100_000, 100_000]), "at most 16777216 values"),
+    ("model", _set("arch.kwargs.num_classes", 10 ** 9), "the architecture needs (1000000000, "),
+])
+@pytest.mark.parametrize("command", [["report", "--costs"], ["bench", "--repeats", "1"]])
+def test_hostile_model_files_are_one_line_without_allocating(source, change, message, command, quantized, tmp_path,
+                                                             capsys):
+    hostile = tmp_path / "hostile.safetensors"
+    _rewrite_metadata(quantized / f"{source}.safetensors", hostile, change)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert main([command[0], str(hostile), *command[1:]]) == 2
+    assert message in _one_error_line(capsys)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 500_000  # KiB: nothing large allocated
+
+
+def test_report_refuses_over_subscribed_code_lengths_like_decode(quantized, tmp_path, capsys):
+    from deepshrink.codec.dsz import read_dsz, write_dsz
+
+    encode_file(quantized / "kmeans.safetensors", tmp_path / "k.dsz")
+    encoded = read_dsz(tmp_path / "k.dsz")
+    coded = next(layer.values for layer in encoded.layers if hasattr(layer.values, "lengths"))
+    coded.lengths[:] = 1  # not a prefix code; the writer recomputes every CRC
+    write_dsz(tmp_path / "over.dsz", encoded)
+    for argv in (["report", str(tmp_path / "over.dsz")], ["decode", str(tmp_path / "over.dsz"), "--out", str(tmp_path / "o")]):
+        assert main(argv) == 2
+        assert "over-subscribed" in _one_error_line(capsys)
+
+
+def test_model_options_the_dataset_sets_are_refused(tmp_path, capsys):
+    assert main(["train", "--model", "digits-cnn", "--model-opt", "num_classes=5", "--data", "synthetic",
+                 "--out", str(tmp_path / "run"), "--epochs", "1"]) == 2
+    assert "num_classes is set from the dataset" in _one_error_line(capsys)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_that_is_not_here_is_one_line(files, tmp_path, capsys):
+    assert main(["eval", str(files / "model.safetensors"), "--data", "synthetic", "--device", "cuda"]) == 2
+    assert "no cuda device is available here" in _one_error_line(capsys)
+    assert main(["train", "--model", "digits-cnn", "--data", "synthetic", "--out", str(tmp_path / "r"),
+                 "--epochs", "1", "--device", "cuda"]) == 2
+    assert "no cuda device is available here" in _one_error_line(capsys)
+
+
+def test_an_infinite_size_budget_names_the_flag(files, capsys):
+    assert main(["quantize", str(files / "model.safetensors"), "--method", "linear", "--mixed-budget-kb", "inf",
+                 "--data", "synthetic", "--out", str(files / "never.safetensors")]) == 2
+    assert _one_error_line(capsys) == "deepshrink: error: --mixed-budget-kb must be a finite number > 0, got inf"

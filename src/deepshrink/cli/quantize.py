@@ -11,7 +11,7 @@ from deepshrink.cli.args import (add_builder_args, any_int, nonneg_int, positive
 from deepshrink.cli.finetune import add_finetune_args, finetune_plan, load_data
 from deepshrink.cli.summary import accuracy_note, before_after, before_after_table
 from deepshrink.errors import UserError
-from deepshrink.pipeline.quantize import CALIBRATION_IMAGES, MixedPrecision, quantize_job
+from deepshrink.pipeline.quantize import CALIBRATION_IMAGES, MixedPrecision, budget_bytes, quantize_job
 from deepshrink.quant import ACTIVATION_OBSERVERS, INITS, METHODS, QuantConfig
 from deepshrink.quant.mixed import CRITERIA as MIXED_CRITERIA
 from deepshrink.quant.mixed import DEFAULT_BITS
@@ -114,4 +114,4 @@ def _mixed_settings(args: argparse.Namespace) -> MixedPrecision | None:
         raise UserError("--bits and --mixed-budget-kb exclude each other: the budget chooses the bits per layer")
     if args.data is None:
         raise UserError("--mixed-budget-kb measures each layer's sensitivity on training images: give --data")
-    return MixedPrecision(round(args.mixed_budget_kb * 1024), args.mixed_criterion, tuple(sorted(set(args.mixed_bits))))
+    return MixedPrecision(budget_bytes(args.mixed_budget_kb), args.mixed_criterion, tuple(sorted(set(args.mixed_bits))))

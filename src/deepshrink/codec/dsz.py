@@ -64,6 +64,7 @@ from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
 from deepshrink.codec.grid import offset_bytes, read_grid
+from deepshrink.codec.huffman import check_lengths
 from deepshrink.codec.layer import FLOAT_DTYPES, EncodedTensor, grid_codebook
 from deepshrink.codec.model import EncodedModel
 from deepshrink.codec.sparse import MAX_INDEX_WIDTH
@@ -247,7 +248,7 @@ def _table(metadata: dict[str, str], source: str) -> dict[str, Any]:
     text = metadata[METADATA_KEY]
     try:
         table = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # RecursionError: JSON nested too deeply
         raise UserError(f"{source} is damaged: unreadable metadata") from None
     if not isinstance(table, dict) or table.get("format") != FORMAT:
         found = table.get("format") if isinstance(table, dict) else None
@@ -331,6 +332,10 @@ def _coded(fields: dict[str, Any], prefix: str, key: str, what: str, limit: int,
     if alphabet > min(limit, MAX_ALPHABET):
         raise UserError(f"{source}: layer {key} has a malformed {what} table")
     lengths = read_table(cursor["code_lengths"].take(table_size(alphabet), None, key), alphabet)
+    try:  # checked here, so that every reader (decode, report) refuses the same files
+        check_lengths(lengths)
+    except ValueError as exc:
+        raise UserError(f"{source}: layer {key} has a malformed {what} table ({exc})") from None
     data = cursor["streams"].take(fields[prefix + "bytes"], fields[prefix + "crc32"], key)
     return CodedStream(data, lengths, fields[prefix + "symbols"])
 

@@ -122,7 +122,12 @@ def restore_parametrizations(model: nn.Module, records: list[dict[str, Any]]) ->
         except (KeyError, AttributeError, TypeError):
             raise UserError(f"model file attaches a parametrization to {record!r}, "
                             "which its architecture does not have") from None
-        param = parametrization_class(kind).from_spec(tensor.detach(), args)
+        try:
+            param = parametrization_class(kind).from_spec(tensor.detach(), args)
+        except UserError:
+            raise
+        except (TypeError, ValueError) as exc:  # arguments a kind does not take: the file's mistake
+            raise UserError(f"model file attaches a malformed {kind!r} parametrization {record!r} ({exc})") from None
         parametrize.register_parametrization(module, tensor_name, param, unsafe=True)
 
 

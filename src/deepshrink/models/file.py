@@ -55,6 +55,11 @@ DSZ_METADATA_KEY = "deepshrink-dsz"  # a .dsz file (deepshrink.codec.dsz), which
 ACTIVATION_QUANTIZER = "activation-quantizer"  # the hooked-submodule kind in "activation_quantizers"
 
 
+# The most values one input image of a model file may have (3 x 2048 x 2048 fits): commands
+# allocate batches of this shape, so a hostile file must not choose it freely.
+MAX_INPUT_ELEMENTS = 1 << 24
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """What the model eats: shape (C, H, W) of one image, and the per-channel mean/std that
@@ -70,9 +75,13 @@ class InputSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "InputSpec":
         shape = tuple(int(v) for v in data["shape"])
-        if len(shape) != 3:
-            raise ValueError("input shape must be (C, H, W)")
-        return cls(shape, tuple(map(float, data["mean"])), tuple(map(float, data["std"])))
+        if len(shape) != 3 or min(shape) < 1 or shape[0] * shape[1] * shape[2] > MAX_INPUT_ELEMENTS:
+            raise ValueError(f"input shape must be (C, H, W) of positive sizes, at most {MAX_INPUT_ELEMENTS} "
+                             f"values, got {list(shape)}")
+        mean, std = tuple(map(float, data["mean"])), tuple(map(float, data["std"]))
+        if len(mean) != shape[0] or len(std) != shape[0]:
+            raise ValueError(f"input mean and std need one value per channel ({shape[0]})")
+        return cls(shape, mean, std)
 
 
 class ModelPath(os.PathLike):
@@ -198,6 +207,8 @@ def read_info(path: str | os.PathLike) -> ModelInfo:
         return ModelInfo.from_dict(data)
     except UserError:
         raise
+    except RecursionError:
+        raise UserError(f"{path}: malformed deepshrink metadata (nested too deeply)") from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"{path}: malformed deepshrink metadata ({exc})") from None
 
@@ -221,6 +232,8 @@ def load_model(path: str | os.PathLike, model: nn.Module | None = None, *, allow
     if DSZ_METADATA_KEY in metadata:
         raise UserError(f"{path} is a .dsz file: import deepshrink.codec (or deepshrink) to open it with load_model")
     info = read_info(path)
+    if model is None:
+        check_shapes_on_meta(info, allow, _tensor_shapes(_existing(path)), str(path))
     model = prepared_model(info, model, allow, str(path))
     restore_parametrizations(model, info.parametrizations)
     if info.activation_quantizers:
@@ -260,6 +273,44 @@ def prepared_model(info: ModelInfo, model: nn.Module | None, allow_builders=(), 
     if info.arch is not None and info.arch.overrides:
         apply_differing(model, info.arch.overrides)
     return model
+
+
+def check_shapes_on_meta(info: ModelInfo, allow_builders, shapes: dict[str, tuple[int, ...]], source: str) -> None:
+    """Build ``info``'s architecture on the meta device (no memory) with its parametrizations and
+    refuse the file unless it holds every tensor that needs, of that shape (``shapes``), before the
+    real build allocates anything: a few-KB file cannot ask for a 10^9-class classifier."""
+    if info.arch is None:
+        return
+    info.arch = resolve_spec(info.arch, allow_builders, source)
+    try:
+        with torch.device("meta"):
+            skeleton = build_model(info.arch, allow_builders)
+            restore_parametrizations(skeleton, info.parametrizations)
+    except UserError:
+        raise
+    except Exception:  # noqa: BLE001 - a builder that cannot run on the meta device: checked after building
+        return
+    _compare_shapes({k: tuple(t.shape) for k, t in skeleton.state_dict().items()}, shapes, source)
+
+
+def _compare_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], source: str) -> None:
+    """:class:`UserError` on the first tensor of ``expected`` missing from ``found`` or of another shape."""
+    missing = [k for k in expected if k not in found]
+    if missing:
+        raise UserError(f"{source} does not fit its architecture: missing {_few(missing)}")
+    for key, shape in expected.items():
+        if tuple(found[key]) != tuple(shape):
+            raise UserError(f"{source}: tensor {key} has shape {tuple(found[key])}, the architecture needs {tuple(shape)}")
+
+
+def _tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in the safetensors file at ``path``, from its header (no data read)."""
+    with open(path, "rb") as handle:
+        header = _read_safetensors_header(handle, path)
+    try:
+        return {k: tuple(int(n) for n in v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise UserError(f"{path} is not a model file (unreadable safetensors header)") from None
 
 
 def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -323,7 +374,7 @@ def _read_safetensors_header(handle, path: Path) -> dict[str, Any]:
         raise UserError(f"{path} is not a model file (no safetensors header)")
     try:
         header = json.loads(handle.read(size))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise UserError(f"{path} is not a model file (unreadable safetensors header)") from None
     if not isinstance(header, dict):
         raise UserError(f"{path} is not a model file (unreadable safetensors header)")

@@ -23,6 +23,7 @@ from torch import nn
 from deepshrink.analysis import count_params
 from deepshrink.analysis.costs import model_costs
 from deepshrink.data import ImageDataset
+from deepshrink.files import check_output
 from deepshrink.models import ModelInfo, save_model
 from deepshrink.pipeline.datasets import open_for_finetune
 from deepshrink.pipeline.evaluate import accuracy_on
@@ -123,6 +124,7 @@ def run_compression(model_file: str | os.PathLike, out: str | os.PathLike, compr
     """Load ``model_file``, compress it, fine-tune ``config.epochs`` epochs (0: none, no
     training data needed), evaluate on ``data.test_set`` and write the model to ``out``
     (under torchrun, rank 0 writes). ``measure_before``: also the accuracy of the loaded model."""
+    check_output(out, [model_file])  # before the work: not the input, not a directory or device
     model, info = open_for_finetune(model_file, config.epochs, config.device, data.train_set, data.test_set)
     test_set = data.test_set
     before = None

@@ -4,6 +4,7 @@ optionally fine-tune (QAT for linear quantization, codebook fine-tuning for k-me
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from deepshrink.data import BatchLoader, ImageDataset
-from deepshrink.errors import UserError
+from deepshrink.errors import ConfigError, UserError, is_number
 from deepshrink.models import ModelInfo, save_model
 from deepshrink.pipeline.compress import Compression, FinetuneData, Measures, run_compression
 from deepshrink.progress import step
@@ -24,6 +25,14 @@ from deepshrink.train import TrainConfig, TrainHook, resolve_device
 from deepshrink.train.distributed import broadcast_from_main, current
 
 CALIBRATION_IMAGES = 512
+
+
+def budget_bytes(kilobytes: float) -> int:
+    """A size budget of ``kilobytes`` KiB in whole bytes; :class:`ConfigError` naming
+    ``mixed_budget_kb`` unless it is a finite number > 0."""
+    if not (is_number(kilobytes) and math.isfinite(kilobytes) and kilobytes > 0):
+        raise ConfigError("MixedPrecision", "mixed_budget_kb", f"must be a finite number > 0, got {kilobytes!r}")
+    return round(kilobytes * 1024)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,9 @@ from deepshrink.train.early_exit import EarlyExitLoss
 def new_model_info(model_name: str, dataset: ImageDataset, options: dict[str, Any] | None = None) -> ModelInfo:
     """The :class:`ModelInfo` of a fresh zoo model sized for ``dataset``."""
     channels, height, _ = dataset.image_shape
+    fixed = sorted(set(options or ()) & {"num_classes", "in_channels", "image_size"})
+    if fixed:
+        raise UserError(f"model option {fixed[0]} is set from the dataset ({dataset.name}); leave it out")
     spec = make_spec(model_name, num_classes=dataset.num_classes, in_channels=channels,
                      image_size=height, **(options or {}))
     return ModelInfo(spec, InputSpec(dataset.image_shape, dataset.mean, dataset.std),

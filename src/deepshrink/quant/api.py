@@ -19,10 +19,9 @@ from deepshrink.prune.select import FilterFn, prunable_layers
 from deepshrink.quant.activation import attach_activation_quantizers
 from deepshrink.quant.kmeans import INITS
 from deepshrink.quant.linear import BITS
-from deepshrink.quant.quantizers import KMeansQuantizer, LinearQuantizer
+from deepshrink.quant.quantizers import KMEANS_BITS, KMeansQuantizer, LinearQuantizer
 
 METHODS = ("linear", "kmeans")
-KMEANS_BITS = (2, 3, 4, 5, 6, 7, 8)
 ACTIVATION_OBSERVERS = ("minmax", "ema", "percentile")  # the observers whose range is calibrated
 
 

@@ -15,12 +15,30 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from deepshrink.errors import UserError
 from deepshrink.models.attach import register_parametrization
 from deepshrink.quant.kmeans import kmeans_1d
-from deepshrink.quant.linear import (dequantize_levels, fake_quantize, level_range, quant_params,
+from deepshrink.quant.linear import (BITS, dequantize_levels, fake_quantize, level_range, quant_params,
                                      quantize_levels)
 
 PRUNED = -1  # index of a pruned (exactly zero) weight in KMeansQuantizer.indices
+KMEANS_BITS = (2, 3, 4, 5, 6, 7, 8)  # a codebook of 2^bits centroids
+
+
+def spec_args(kind: str, args: Any, fields: dict[str, type], bits: tuple[int, ...]) -> dict[str, Any]:
+    """The ``args`` of a ``kind`` record read from a file, checked before anything is built:
+    ``bits`` one of ``bits``, no name outside ``fields``, each value of its field's type;
+    :class:`UserError` otherwise (a 31-bit codebook would take gigabytes)."""
+    if not isinstance(args, dict) or "bits" not in args or not set(args) <= set(fields):
+        unknown = sorted(map(str, set(args) - set(fields)))[:3] if isinstance(args, dict) else []
+        what = f"unknown argument {', '.join(unknown)}; " if unknown else ""
+        raise UserError(f"malformed {kind} quantizer record: {what}its arguments are {', '.join(fields)} (bits required)")
+    for name, value in args.items():
+        if type(value) is not fields[name]:
+            raise UserError(f"malformed {kind} quantizer record: {name} must be {fields[name].__name__}, got {value!r}")
+    if args["bits"] not in bits:
+        raise UserError(f"{kind} quantizer record: bits must be one of {', '.join(map(str, bits))}, got {args['bits']}")
+    return args
 
 
 @register_parametrization("linear-quant")
@@ -53,7 +71,7 @@ class LinearQuantizer(nn.Module):
 
     @classmethod
     def from_spec(cls, tensor: Tensor, args: dict[str, Any]) -> "LinearQuantizer":
-        return cls(**args)
+        return cls(**spec_args("linear-quant", args, {"bits": int, "symmetric": bool, "per_channel": bool}, BITS))
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, symmetric={self.symmetric}, per_channel={self.per_channel}"
@@ -100,7 +118,7 @@ class KMeansQuantizer(nn.Module):
 
     @classmethod
     def from_spec(cls, tensor: Tensor, args: dict[str, Any]) -> "KMeansQuantizer":
-        return cls(tensor.shape, **args)
+        return cls(tensor.shape, **spec_args("kmeans", args, {"bits": int}, KMEANS_BITS))
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, shape={tuple(self.indices.shape)}"

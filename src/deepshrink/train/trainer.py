@@ -69,13 +69,23 @@ class TrainResult:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
+    """``auto`` picks CUDA when present, else the CPU; any other device must be present here
+    (:class:`UserError` naming it otherwise)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise UserError(f"unknown device {name!r}") from None
+    if device.type == "cpu":
+        return device
+    backend = getattr(torch, device.type, None)
+    if not getattr(backend, "is_available", lambda: False)():
+        raise UserError(f"device {name!r}: no {device.type} device is available here; use cpu or auto")
+    count = getattr(backend, "device_count", lambda: 1)()
+    if device.index is not None and device.index >= count:
+        raise UserError(f"device {name!r}: there are {count} {device.type} devices here (0..{count - 1})")
+    return device
 
 
 class Trainer:

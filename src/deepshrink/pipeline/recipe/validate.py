@@ -8,7 +8,7 @@ from typing import Any, Callable
 from deepshrink.data import FolderSource
 from deepshrink.errors import ConfigError, UserError
 from deepshrink.models.builders import check_builder_name
-from deepshrink.pipeline.quantize import MixedPrecision
+from deepshrink.pipeline.quantize import MixedPrecision, budget_bytes
 from deepshrink.pipeline.recipe.schema import (COMPRESSING, DATA_KEYS, DISTILL_KEYS, FOLDER_KEYS, MODEL_KEYS,
                                                MODEL_SOURCES, QUANTIZE_JOB_KEYS, STAGE_KEYS, STAGE_KINDS,
                                                STAGE_REQUIRED, TOP_KEYS, TRAIN_KEYS)
@@ -31,7 +31,7 @@ def mixed_precision_of(options: dict[str, Any]) -> MixedPrecision | None:
     chosen = {"criterion": options["mixed_criterion"]} if "mixed_criterion" in options else {}
     if "mixed_bits" in options:
         chosen["bits_options"] = tuple(sorted(set(options["mixed_bits"])))
-    return MixedPrecision(round(options["mixed_budget_kb"] * 1024), **chosen)
+    return MixedPrecision(budget_bytes(options["mixed_budget_kb"]), **chosen)
 
 
 # config fields whose recipe key has another name
