@@ -18,6 +18,11 @@ from typing import Iterable, Iterator
 from deepshrink.errors import UserError
 
 
+class OutputError(UserError, OSError):
+    """A path that cannot be written, in one line: a :class:`UserError` (the CLI's exit code 2)
+    and still an ``OSError``, so that callers that tolerate a failed write keep catching it."""
+
+
 def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = ()) -> Path:
     """``path`` as a :class:`Path` if it may be written: it does not exist or is a regular file,
     and it is none of ``inputs`` (the same file under any name); :class:`UserError` otherwise."""
@@ -27,16 +32,23 @@ def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = 
     except FileNotFoundError:
         return path
     except OSError as exc:
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     if stat.S_ISDIR(mode):
-        raise UserError(f"cannot write {path}: it is a directory; give a file name")
+        raise OutputError(f"cannot write {path}: it is a directory; give a file name")
     if not stat.S_ISREG(mode):
-        raise UserError(f"cannot write {path}: it exists and is not a regular file")
+        raise OutputError(f"cannot write {path}: it exists and is not a regular file")
     for source in inputs:
-        with contextlib.suppress(OSError):
-            if os.path.samefile(path, source):
-                raise UserError(f"cannot write {path}: it is the input {source}; give another output path")
+        if _same_file(path, source):
+            raise OutputError(f"cannot write {path}: it is the input {source}; give another output path")
     return path
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether ``a`` and ``b`` name the same existing file (False when either is missing)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def make_folder(path: str | os.PathLike) -> Path:
@@ -46,9 +58,9 @@ def make_folder(path: str | os.PathLike) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise UserError(f"cannot write into {path}: it exists and is not a folder") from None
+        raise OutputError(f"cannot write into {path}: it exists and is not a folder") from None
     except OSError as exc:
-        raise UserError(f"cannot write into {path}: {_reason(exc, path)}") from None
+        raise OutputError(f"cannot write into {path}: {_reason(exc, path)}") from None
     return path
 
 
@@ -65,7 +77,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise UserError(f"cannot write {path}: {_reason(exc, path)}") from None
+        raise OutputError(f"cannot write {path}: {_reason(exc, path)}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -76,7 +88,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     except OSError as exc:
-        raise UserError(f"cannot write {path}: {_reason(exc, path)}") from None
+        raise OutputError(f"cannot write {path}: {_reason(exc, path)}") from None
     finally:
         tmp_path.unlink(missing_ok=True)
 
