@@ -63,6 +63,8 @@ def train_job(train_set: ImageDataset, test_set: ImageDataset | None, config: Tr
         model, info.arch = add_exits(model, info.arch, early_exits)
     if exit_weights is not None and not isinstance(model, EarlyExitModel):
         raise UserError("exit weights need early exits (--early-exits)")
+    if exit_weights is not None and len(exit_weights) != len(model.exit_points):  # before the run folder exists
+        raise UserError(f"{len(exit_weights)} early-exit loss weights for {len(model.exit_points)} exits")
     hooks = with_early_exit_loss(model, hooks, exit_weights)
     trainer = Trainer(model, train_set, test_set, config, out_dir=out_dir, info=info, hooks=hooks)
     return trainer, trainer.fit(resume=resume)
