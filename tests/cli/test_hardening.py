@@ -256,3 +256,39 @@ def test_an_infinite_size_budget_names_the_flag(files, capsys):
     assert main(["quantize", str(files / "model.safetensors"), "--method", "linear", "--mixed-budget-kb", "inf",
                  "--data", "synthetic", "--out", str(files / "never.safetensors")]) == 2
     assert _one_error_line(capsys) == "deepshrink: error: --mixed-budget-kb must be a finite number > 0, got inf"
+
+
+# --- zero-stride views in a published checkpoint -------------------------------------------------
+
+def _resnet20_state() -> dict[str, torch.Tensor]:
+    return build_model(make_spec("resnet20", num_classes=10, in_channels=3, image_size=32)).state_dict()
+
+
+@pytest.mark.parametrize("key, hostile, message", [
+    ("conv1.weight", torch.zeros(1).expand(16, 3, 3, 3), "tensor conv1.weight of shape (16, 3, 3, 3) is a zero-stride"),
+    ("linear.weight", torch.zeros(64).expand(10 ** 12, 64), "tensor linear.weight of shape (1000000000000, 64)"),
+    ("linear.weight", torch.zeros(640).as_strided((10, 64), (1, 1)), "overlapping view"),
+    ("linear.weight", torch.zeros(64, 10).t(), None),  # a transposed view is plain: accepted
+])
+def test_a_zero_stride_checkpoint_tensor_is_refused_before_it_grows(key, hostile, message, tmp_path, capsys):
+    state = _resnet20_state()
+    state[key] = hostile
+    checkpoint, out = tmp_path / "hostile.th", tmp_path / "out.safetensors"
+    torch.save({"state_dict": state}, checkpoint)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code = main(["import-pretrained", str(checkpoint), "--model", "resnet20", "--out", str(out)])
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 200_000  # KiB
+    if message is None:
+        assert code == 0
+        return
+    assert code == 2 and not out.exists()
+    assert message in _one_error_line(capsys)
+
+
+def test_checkpoint_tensors_that_share_one_storage_many_times_are_refused(tmp_path):
+    from deepshrink.models.pretrained import load_pretrained_state
+
+    block = torch.zeros(1024, 1024)  # 4 MB on disk, viewed by 300 keys: 1.2 GB if copied
+    torch.save({f"k{i}": block[:] for i in range(300)}, tmp_path / "shared.th")
+    with pytest.raises(UserError, match="its tensors hold 1258291200 bytes, more than the file's"):
+        load_pretrained_state(tmp_path / "shared.th")

@@ -52,7 +52,40 @@ def load_pretrained_state(path: str | Path) -> dict[str, torch.Tensor]:
         and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items())
     ):
         raise UserError(f"{path} is not a checkpoint: expected a state dict of named tensors")
+    _check_views(path, data)
     return {key.removeprefix("module."): value for key, value in data.items()}
+
+
+def _check_views(path: Path, state: Mapping[str, torch.Tensor]) -> None:
+    """Refuse, before anything is materialised, a tensor that is a zero-stride or overlapping view
+    or reaches past its storage, and tensors that together hold more bytes than the file: a few
+    bytes on disk must not become gigabytes at ``.contiguous()``, ``copy_`` or ``load_state_dict``."""
+    total = 0
+    for key, tensor in state.items():
+        if not _is_plain_view(tensor):
+            raise UserError(
+                f"{path}: tensor {key} of shape {tuple(tensor.shape)} is a zero-stride or overlapping "
+                "view of fewer bytes than it claims; refused"
+            )
+        total += tensor.numel() * tensor.element_size()
+    size = path.stat().st_size
+    if total > size:
+        raise UserError(f"{path}: its tensors hold {total} bytes, more than the file's {size}; refused")
+
+
+def _is_plain_view(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor``'s elements are distinct storage elements that lie inside its storage."""
+    if tensor.numel() == 0:
+        return True
+    dims = sorted((stride, size) for size, stride in zip(tensor.shape, tensor.stride()) if size > 1)
+    span = 1  # elements a dimension must step over not to overlap the smaller ones
+    for stride, size in dims:
+        if stride < span:
+            return False
+        span = stride * size
+    last = tensor.storage_offset() + sum((size - 1) * stride for stride, size in dims)
+    needed = max(last + 1, tensor.numel()) * tensor.element_size()
+    return tensor.storage_offset() >= 0 and tensor.untyped_storage().nbytes() >= needed
 
 
 def cifar_resnets() -> list[str]:
