@@ -76,3 +76,73 @@ def test_report_filters_names_a_filter_per_first_layer_kernel(pruned_file, capsy
     assert all(-1 <= m["similarity"] <= 1 and m["filter"] in m["scores"] for m in report["filters"])
     assert main(["report", pruned_file, "--filters"]) == 0
     assert "closest image filter" in capsys.readouterr().out
+
+
+def test_report_dsz_costs_decodes_the_model_and_explains_the_columns(pruned_file, tmp_path, capsys):
+    quantized, dsz = tmp_path / "q.safetensors", tmp_path / "q.dsz"
+    assert main(["quantize", pruned_file, "--method", "kmeans", "--bits", "4", "--out", str(quantized)]) == 0
+    assert main(["encode", str(quantized), "--out", str(dsz)]) == 0
+    capsys.readouterr()
+    assert main(["report", str(quantized), "--costs", "--json"]) == 0
+    from_model = json.loads(capsys.readouterr().out)["costs"]
+    assert main(["report", str(dsz), "--costs", "--json"]) == 0
+    encoded = json.loads(capsys.readouterr().out)
+    assert encoded["kind"] == "dsz" and encoded["dataset"] == "digits"
+    assert encoded["costs"]["macs"] == from_model["macs"] > 0
+    assert encoded["costs"]["sparse_macs"] == from_model["sparse_macs"] < from_model["macs"]  # half pruned
+    assert main(["report", str(dsz), "--costs"]) == 0
+    text = capsys.readouterr().out
+    assert "x smaller" in text and "costs of the decoded model:" in text
+    assert "16 levels + zero = 17 entries, so 5" in text  # the legend of the `w b` column
+    assert any(line.startswith("idx b:") for line in text.splitlines())
+    assert "reads (elem)" in text and "writes (elem)" in text and "elements (not bytes)" in text
+    conv2 = next(line for line in text.splitlines() if line.startswith("conv2.weight"))
+    assert conv2.split()[5] == "5"  # 16 k-means levels plus the zero of the pruned weights
+
+
+def _onnx_file(path, ops):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    nodes, name = [], "x"
+    for i, op in enumerate(ops):
+        inputs = {"QuantizeLinear": [name, "s", "z"], "DequantizeLinear": [name, "s", "z"]}.get(op, [name])
+        nodes.append(helper.make_node(op, inputs, [f"t{i}"]))
+        name = f"t{i}"
+    inits = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]), helper.make_tensor("z", TensorProto.UINT8, [], [0])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 4])], initializer=inits)
+    onnx.save(helper.make_model(graph, producer_name="test"), str(path))
+    return path
+
+
+def test_report_onnx_lists_size_operators_and_int8(tmp_path, capsys):
+    plain = _onnx_file(tmp_path / "f.onnx", ["Relu", "Relu", "Sigmoid"])
+    int8 = _onnx_file(tmp_path / "q.onnx", ["QuantizeLinear", "DequantizeLinear", "Relu"])
+    capsys.readouterr()
+    assert main(["report", str(plain), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["kind"] == "onnx" and report["bytes"] == plain.stat().st_size
+    assert report["operators"] == {"Relu": 2, "Sigmoid": 1} and report["nodes"] == 3
+    assert report["int8"] is False and report["int8_operators"] == []
+    assert main(["report", str(int8)]) == 0
+    text = capsys.readouterr().out
+    assert f"{int8.stat().st_size:,} bytes on disk" in text
+    assert "int8: yes (DequantizeLinear, QuantizeLinear present)" in text
+    assert any(line.split() == ["QuantizeLinear", "1"] for line in text.splitlines())
+
+
+def test_report_onnx_refuses_a_file_that_is_not_onnx_and_costs(tmp_path, capsys):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not a protobuf at all \xff\xff\xff")
+    assert main(["report", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "is not an ONNX model" in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "empty.onnx").write_bytes(b"")  # parses as an empty protobuf message
+    assert main(["report", str(tmp_path / "empty.onnx")]) == 2
+    assert "is not an ONNX model (no graph" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing.onnx")]) == 2
+    assert "not found" in capsys.readouterr().err
+    plain = _onnx_file(tmp_path / "f.onnx", ["Relu"])
+    assert main(["report", str(plain), "--costs"]) == 2
+    assert "--costs needs a model file or a .dsz file" in capsys.readouterr().err

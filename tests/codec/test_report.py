@@ -5,6 +5,7 @@ import pytest
 from safetensors.torch import save
 
 from deepshrink.codec import codec_report, encode_model, float32_size, format_codec_report, to_bytes
+from deepshrink.codec.report import LEGEND
 from deepshrink.models import build_model
 
 
@@ -62,9 +63,11 @@ def test_formatted_table(compressed_shared):
     report = codec_report(encode_model(*compressed_shared))
     text = format_codec_report(report)
     assert "conv2.weight" in text and "other tensors" in text and "container" in text
-    assert text.splitlines()[-1].startswith("float32 safetensors") and "x smaller" in text
+    lines = text.splitlines()
+    assert lines[-len(LEGEND) - 1].startswith("float32 safetensors") and "x smaller" in text
+    assert lines[-len(LEGEND):] == LEGEND  # the columns explained under the table
     assert (f"{report.float32_bytes:,} bytes -> .dsz {report.dsz_bytes:,} bytes: {report.ratio:.2f}x smaller"
-            in text.splitlines()[-1])
+            in lines[-len(LEGEND) - 1])
     conv2 = next(line for line in text.splitlines() if line.startswith("conv2.weight"))
     row = next(r for r in report.layers if r.key == "conv2.weight")
     assert conv2.split()[-1] == f"{row.bytes:,}" and f"{row.values.bits_per_symbol:.2f}/{row.values.entropy:.2f}" in conv2

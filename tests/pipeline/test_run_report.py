@@ -41,7 +41,7 @@ def test_report_plots_are_png_files_next_to_it(encoded_run):
     for name in ("accuracy_vs_ratio.png", "sparsity.png", "weights.png", "training.png"):
         assert f"![{name}]({name})" in text and f'<img src="{name}"' in page
         assert (out / name).read_bytes().startswith(PNG)
-    assert "<h1>report &lt;test&gt;</h1>" in page and page.count("<table>") == 2
+    assert "<h1>report &lt;test&gt;</h1>" in page and page.count("<table>") == 3
 
 
 def test_report_is_rebuilt_from_the_folder_alone(encoded_run):
@@ -81,3 +81,25 @@ def test_accuracy_plot_shows_deliverables_only(encoded_run):
     dense, points = deliverables(encoded_run.stages)
     assert dense.folder == "01-train"  # the trained model, not the untrained 00-model
     assert [r.folder for r in points] == ["01-train", "04-encode"]  # no masked/quantized training files
+
+
+def test_report_names_the_dataset_and_the_change_against_the_starting_model(encoded_run):
+    from deepshrink.analysis.costs import model_costs
+    from deepshrink.models import load_model
+
+    out, stages = encoded_run.out, encoded_run.stages
+    text = (out / "report.md").read_text()
+    assert "Dataset: synthetic (inputs 3x16x16, 4 classes); top-1 is measured on its test split." in text
+    model, info = load_model(out / stages[-1].evaluated)
+    totals = model_costs(model, tuple(info.input.shape)).totals
+    dense, final = stages[1], stages[-1]  # the trained model (01-train) and the .dsz
+    assert "## Against the starting model" in text
+    assert f"|  | start: {dense.folder} | final: {final.folder} | change |" in text
+    points = 100 * (final.top1 - dense.top1)
+    assert f"| test top-1 | {100 * dense.top1:.2f}% | {100 * final.top1:.2f}% | {points:+.2f} points |" in text
+    assert f"| bytes on disk | {dense.bytes:,} | {final.bytes:,} | {dense.bytes / final.bytes:.2f}x smaller |" in text
+    assert f"| MACs | {totals['macs']:,} | {totals['macs']:,} | same |" in text
+    assert totals["sparse_macs"] < totals["macs"]
+    assert f"| {final.folder} |" in text and f"{totals['macs']:,} ({totals['sparse_macs']:,})" in text
+    assert "| stage | top-1 | bytes | ratio | MACs (non-zero) |" in text
+    assert "16 levels + zero = 17 entries" in text  # the legend of the weight-bits column

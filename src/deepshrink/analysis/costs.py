@@ -317,7 +317,7 @@ def model_costs(model: nn.Module, input_shape: tuple[int, ...]) -> CostReport:
 def format_costs(report: CostReport) -> str:
     """A fixed-width table: one line per layer, then the totals."""
     header = (f"{'layer':<28} {'kind':<15} {'MACs':>13} {'sparse MACs':>13} {'params':>10} "
-              f"{'size KiB':>9} {'reads':>11} {'writes':>10} {'traffic KiB':>11}")
+              f"{'size KiB':>9} {'reads (elem)':>12} {'writes (elem)':>13} {'traffic KiB':>11}")
     lines = [header, "-" * len(header)]
     totals = report.totals
     for row in [*report.layers, LayerCost("total", "", **totals)]:
@@ -326,10 +326,13 @@ def format_costs(report: CostReport) -> str:
         traffic = (row.input_bytes + row.weight_bytes + row.output_bytes) / 1024
         lines.append(f"{row.name[-28:]:<28} {row.kind[:15]:<15} {row.macs:>13,} {row.sparse_macs:>13,} "
                      f"{row.params:>10,} {row.size_bits / 8192:>9.1f} "
-                     f"{row.input_reads + row.weight_reads:>11,} {row.output_writes:>10,} {traffic:>11.1f}")
+                     f"{row.input_reads + row.weight_reads:>12,} {row.output_writes:>13,} {traffic:>11.1f}")
     shape = "x".join(map(str, report.input_shape))
     lines.append(f"per {shape} input: {totals['macs'] / 1e6:.2f} M MACs "
                  f"({totals['sparse_macs'] / 1e6:.2f} M with non-zero weights), "
                  + (f"{totals['adds'] / 1e6:.2f} M adder adds, " if totals["adds"] else "") +
                  f"{totals['params']:,} parameters, {totals['size_bits'] / 8192:.1f} KiB")
+    lines.append("reads/writes: elements (not bytes) per input: input activations plus every weight once, "
+                 "and output activations; traffic KiB: the same in bytes (activations at their dtype, "
+                 "weights at their stored bits); size KiB: the layer's tensors at their stored bits")
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""``deepshrink report``: what a model file (or a ``.dsz`` file) holds, layer by layer."""
+"""``deepshrink report``: what a model file or a ``.dsz`` file holds, layer by layer; for an ``.onnx``
+file its size, operator counts and whether it is int8."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from deepshrink.pipeline.report import build_report, format_report
 
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="per-layer report of a model file or .dsz file", description=__doc__)
-    p.add_argument("model_file", metavar="MODEL_FILE", help="a model file, or a .dsz file from `deepshrink encode`")
-    p.add_argument("--costs", action="store_true", help="add MACs, parameters and memory traffic per layer")
+    p = sub.add_parser("report", help="per-layer report of a model file or .dsz file; size and operators of an .onnx file", description=__doc__)
+    p.add_argument("model_file", metavar="MODEL_FILE", help="a model file, a .dsz file from `deepshrink encode`, or an .onnx file")
+    p.add_argument("--costs", action="store_true", help="add MACs, parameters and memory traffic per layer (of the decoded model for a .dsz)")
     p.add_argument("--filters", action="store_true",
                    help="add which image filter (Sobel, Laplacian, average) each first-layer kernel resembles")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")

@@ -22,10 +22,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from deepshrink.analysis.costs import model_costs  # noqa: E402
 from deepshrink.analysis.sparsity import layer_sparsity  # noqa: E402
 from deepshrink.codec import codec_report, read_dsz  # noqa: E402
 from deepshrink.files import atomic_path, atomic_write_text  # noqa: E402
-from deepshrink.models import load_model  # noqa: E402
+from deepshrink.models import load_model, read_info  # noqa: E402
 from deepshrink.pipeline.run_folder import METRICS_FILE, StageRecord, read_records  # noqa: E402
 from deepshrink.quant import quantizers_of  # noqa: E402
 
@@ -39,11 +40,16 @@ def write_run_report(out: str | os.PathLike, *, title: str = "deepshrink run", a
     ``allow_builders``: the packages whose builders the run's model files may name."""
     out = Path(out)
     records = read_records(out)
-    blocks: list[tuple] = [("h1", title), ("h2", "Stages"), stage_table(records),
-                           ("p", "Size: real bytes on disk of each stage's artefact (the masked or quantized "
-                                 "model file, the .dsz, the export); ratio: the float32 safetensors of the "
-                                 "starting model over that size. Latency: batch 1, median of 10 passes, one "
-                                 "thread unless the recipe sets threads.")]
+    macs = stage_macs(out, records, allow_builders)
+    blocks: list[tuple] = [("h1", title), ("p", _dataset_line(out, records))]
+    blocks += change_blocks(records, macs)
+    blocks += [("h2", "Stages"), stage_table(records, macs),
+               ("p", "Size: real bytes on disk of each stage's artefact (the masked or quantized "
+                     "model file, the .dsz, the export); ratio: the float32 safetensors of the "
+                     "starting model over that size. MACs: multiply-accumulates per input of the "
+                     "evaluated model, in brackets those with a non-zero weight (what a sparse kernel "
+                     "would do). Latency: batch 1, median of 10 passes, one thread unless the recipe "
+                     "sets threads.")]
     blocks += _layer_blocks(out, records, allow_builders)
     blocks.append(("h2", "Plots"))
     for name, draw in (("accuracy_vs_ratio.png", _plot_accuracy_ratio), ("sparsity.png", _plot_sparsity),
@@ -57,18 +63,81 @@ def write_run_report(out: str | os.PathLike, *, title: str = "deepshrink run", a
     return out / REPORT_MD
 
 
-def stage_table(records: list[StageRecord]) -> tuple:
-    rows = [[r.folder, f"{100 * r.top1:.2f}%", f"{r.bytes:,}", f"{r.ratio:.2f}x", f"{r.latency_ms:.3f}",
-             f"{r.seconds:.1f}", _notes(r)] for r in records]
-    return ("table", ["stage", "top-1", "bytes", "ratio", "latency ms", "seconds", "notes"], rows)
+def stage_table(records: list[StageRecord], macs: dict[str, tuple[int, int]] | None = None) -> tuple:
+    """The stage table; with ``macs`` (:func:`stage_macs`) a MACs column after the ratio."""
+    rows = [[r.folder, f"{100 * r.top1:.2f}%", f"{r.bytes:,}", f"{r.ratio:.2f}x",
+             *([_macs(macs.get(r.folder))] if macs is not None else []),
+             f"{r.latency_ms:.3f}", f"{r.seconds:.1f}", _notes(r)] for r in records]
+    headers = ["stage", "top-1", "bytes", "ratio", *(["MACs (non-zero)"] if macs is not None else []),
+               "latency ms", "seconds", "notes"]
+    return ("table", headers, rows)
+
+
+def _macs(value: tuple[int, int] | None) -> str:
+    return "" if value is None else f"{value[0]:,} ({value[1]:,})"
+
+
+def stage_macs(out: Path, records: list[StageRecord], allow_builders=()) -> dict[str, tuple[int, int]]:
+    """(MACs, MACs with a non-zero weight) per input of each stage's evaluated model, by stage
+    folder; a stage whose evaluated file is not a model file (an export) takes those of the
+    last model before it."""
+    result: dict[str, tuple[int, int]] = {}
+    last = None
+    for record in records:
+        if record.evaluated.endswith(".safetensors"):
+            model, info = load_model(out / record.evaluated, allow_builders=allow_builders)
+            if info.input is not None:
+                cost = model_costs(model, tuple(info.input.shape))
+                last = (cost.totals["macs"], cost.totals["sparse_macs"])
+        if last is not None:
+            result[record.folder] = last
+    return result
+
+
+def _dataset_line(out: Path, records: list[StageRecord]) -> str:
+    models = [r.model for r in records if r.model and r.model.endswith(".safetensors")]
+    info = read_info(out / models[0]) if models else None
+    if info is None:
+        return "Dataset: unknown (no model file in the run)."
+    shape = "x".join(map(str, info.input.shape)) if info.input is not None else "?"
+    classes = f", {len(info.classes)} classes" if info.classes else ""
+    return (f"Dataset: {info.dataset or 'not recorded'} (inputs {shape}{classes}); top-1 is measured on "
+            f"its test split. Model: {info.arch.name if info.arch is not None else 'custom'}.")
+
+
+def change_blocks(records: list[StageRecord], macs: dict[str, tuple[int, int]]) -> list[tuple]:
+    """A table of the last deliverable against the dense reference (the starting model: the
+    trained or imported one): top-1, bytes on disk, MACs, non-zero MACs, latency."""
+    dense, points = deliverables(records)
+    final = points[-1] if len(points) > 1 else (records[-1] if records else None)
+    if dense is None or final is None or final is dense:
+        return []
+
+    def ratio(before: float, after: float, fewer: str) -> str:
+        if not before or not after or before == after:
+            return "same" if before == after else ""
+        return f"{before / after:.2f}x {fewer}" if after < before else f"{after / before:.2f}x more"
+
+    rows = [["test top-1", f"{100 * dense.top1:.2f}%", f"{100 * final.top1:.2f}%",
+             f"{100 * (final.top1 - dense.top1):+.2f} points"],
+            ["bytes on disk", f"{dense.bytes:,}", f"{final.bytes:,}", ratio(dense.bytes, final.bytes, "smaller")]]
+    start, end = macs.get(dense.folder), macs.get(final.folder)
+    if start is not None and end is not None:
+        rows += [["MACs", f"{start[0]:,}", f"{end[0]:,}", ratio(start[0], end[0], "fewer")],
+                 ["MACs with a non-zero weight", f"{start[1]:,}", f"{end[1]:,}", ratio(start[1], end[1], "fewer")]]
+    rows.append(["latency ms (batch 1)", f"{dense.latency_ms:.3f}", f"{final.latency_ms:.3f}",
+                 f"{final.latency_ms - dense.latency_ms:+.3f} ms"])
+    return [("h2", "Against the starting model"),
+            ("table", ["", f"start: {dense.folder}", f"final: {final.folder}", "change"], rows)]
 
 
 def format_stage_table(records: list[StageRecord]) -> str:
     """The stage table as fixed-width text."""
     _, headers, rows = stage_table(records)
+    left = (0, len(headers) - 1)
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) if i in (0, 6) else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths)))]
-    lines += ["  ".join(c.ljust(w) if i in (0, 6) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+    lines = ["  ".join(h.ljust(w) if i in left else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths)))]
+    lines += ["  ".join(c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
               for row in rows]
     return "\n".join(line.rstrip() for line in lines)
 
@@ -98,7 +167,12 @@ def _layer_blocks(out: Path, records: list[StageRecord], allow_builders=()) -> l
                 ("table", ["tensor", "layout", "weights", "non-zeros", "index bits", "weight bits",
                            "value bits/symbol (entropy)", "index bits/symbol (entropy)", "bytes"], rows),
                 ("p", f"float32 safetensors {report.float32_bytes:,} bytes -> .dsz {report.dsz_bytes:,} bytes: "
-                      f"{report.ratio:.2f}x smaller, every byte counted.")]
+                      f"{report.ratio:.2f}x smaller, every byte counted."),
+                ("p", "Index bits: width of the relative index between stored entries (sparse layout; '-': "
+                      "dense). Weight bits: fixed-width bits of a weight's code, ceil(log2 K) for a codebook "
+                      "of K entries; a pruned 4-bit k-means layer has 16 levels + zero = 17 entries, hence 5 "
+                      "(32 or 16 for raw floats). Bits/symbol: what the Huffman code achieves per stored value "
+                      "or index, the Shannon entropy in brackets. Bytes: real bytes in the file.")]
     last = _last_model_record(records)
     if last is None:
         return []
