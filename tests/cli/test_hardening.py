@@ -10,6 +10,7 @@ import resource
 import stat
 import tempfile
 
+import numpy as np
 import pytest
 import torch
 from safetensors import SafetensorError
@@ -292,3 +293,64 @@ def test_checkpoint_tensors_that_share_one_storage_many_times_are_refused(tmp_pa
     torch.save({f"k{i}": block[:] for i in range(300)}, tmp_path / "shared.th")
     with pytest.raises(UserError, match="its tensors hold 1258291200 bytes, more than the file's"):
         load_pretrained_state(tmp_path / "shared.th")
+
+
+# --- .dsz symbol counts beyond the data ----------------------------------------------------------
+
+def _edit_layer_row(source, target, key, **columns) -> None:
+    """Copy the .dsz ``source`` to ``target`` with the layer table row of ``key`` changed
+    (``columns``: column name -> value), re-deflated and every CRC recomputed as the writer does."""
+    import zlib
+    from safetensors.numpy import load, save
+    from deepshrink.codec import dsz
+
+    data = source.read_bytes()
+    tensors = load(data)
+    table = json.loads(json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"][dsz.METADATA_KEY])
+    streams = tensors["streams"].tobytes()
+    size = table["layers"]["bytes"]
+    layers = json.loads(zlib.decompressobj(-zlib.MAX_WBITS).decompress(streams[:size]))
+    row = next(row for row in layers["rows"] if row[0] == key)
+    for name, value in columns.items():
+        row[layers["columns"].index(name)] = value
+    deflated = dsz._deflate(dsz._compact(layers).encode())
+    tensors["streams"] = np.frombuffer(deflated + streams[size:], dtype=np.uint8)
+    table["layers"] = {"bytes": len(deflated), "crc32": zlib.crc32(deflated)}
+    table["crc32"] = dsz._table_crc(table)
+    target.write_bytes(save(tensors, metadata={dsz.METADATA_KEY: dsz._compact(table)}))
+
+
+@pytest.fixture(scope="module")
+def sparse_kmeans(files):
+    """A pruned then k-means-quantized model's .dsz (sparse coded layers)."""
+    assert main(["prune", str(files / "model.safetensors"), "--sparsity", "0.9", "--out", str(files / "p.safetensors")]) == 0
+    assert main(["quantize", str(files / "p.safetensors"), "--method", "kmeans", "--bits", "4",
+                 "--out", str(files / "pk.safetensors")]) == 0
+    encode_file(files / "pk.safetensors", files / "pk.dsz")
+    return files / "pk.dsz"
+
+
+@pytest.mark.parametrize("source, columns, message", [
+    ("model.dsz", {"symbols": 10 ** 12}, "layer conv2.weight declares 1000000000000 stored values for 4608 weights (dense)"),
+    ("model.dsz", {"symbols": 4608 * 4}, "declares 18432 stored values for 4608 weights (dense)"),
+    ("pk.dsz", {"symbols": 10 ** 12, "index_symbols": 10 ** 12}, "declares 1000000000000 stored values for 4608 weights (sparse)"),
+    ("pk.dsz", {"symbols": 4000, "index_symbols": 4000}, "is damaged (values: 231 bytes cannot hold 4000 symbols)"),  # within bounds
+    ("pk.dsz", {"index_symbols": 4000}, "declares 4000 relative indices for"),
+])
+@pytest.mark.parametrize("command", ["decode", "report", "eval"])
+def test_dsz_symbol_counts_beyond_the_data_are_refused_at_read(source, columns, message, command, quantized,
+                                                               sparse_kmeans, tmp_path, capsys):
+    encode_file(quantized / "kmeans.safetensors", quantized / "model.dsz") if source == "model.dsz" else None
+    hostile = tmp_path / "hostile.dsz"
+    _edit_layer_row(quantized / source, hostile, "conv2.weight", **columns)
+    argv = {"decode": ["decode", str(hostile), "--out", str(tmp_path / "out.safetensors")],
+            "report": ["report", str(hostile)], "eval": ["eval", str(hostile), "--data", "synthetic"]}[command]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert main(argv) == 2
+    assert message in _one_error_line(capsys)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 100_000  # KiB
+
+
+def test_an_unedited_row_still_reads(quantized, sparse_kmeans, tmp_path, capsys):
+    _edit_layer_row(sparse_kmeans, tmp_path / "same.dsz", "conv2.weight")
+    assert main(["report", str(tmp_path / "same.dsz")]) == 0

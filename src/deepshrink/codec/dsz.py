@@ -64,7 +64,7 @@ from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
 from deepshrink.codec.grid import offset_bytes, read_grid
-from deepshrink.codec.huffman import check_lengths
+from deepshrink.codec.huffman import check_lengths, check_size
 from deepshrink.codec.layer import FLOAT_DTYPES, EncodedTensor, grid_codebook
 from deepshrink.codec.model import EncodedModel
 from deepshrink.codec.sparse import MAX_INDEX_WIDTH
@@ -158,7 +158,8 @@ def from_bytes(data: bytes, source: str = "the .dsz file", model: nn.Module | No
         raise UserError(f"{source}: the layer table has columns {found}, expected {list(columns)}")
     reference = prepared_model(info, model, allow_builders, source)
     shapes = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
-    layers = [_layer(row, columns, shapes, cursor, source, grids=table["version"] >= V5) for row in rows]
+    seen: set[str] = set()
+    layers = [_layer(row, columns, shapes, cursor, source, table["version"] >= V5, seen) for row in rows]
     other = _field(table, "other", dict)
     other_bytes = cursor["streams"].take(_field(other, "bytes", int), _field(other, "crc32", int), "other tensors")
     if table["version"] >= 4:
@@ -262,9 +263,9 @@ def _table(metadata: dict[str, str], source: str) -> dict[str, Any]:
 
 
 def _layer(row: Any, columns: tuple[str, ...], shapes: dict[str, tuple[int, ...]], cursor: dict[str, "_Cursor"],
-           source: str, grids: bool) -> EncodedTensor:
+           source: str, grids: bool, seen: set[str]) -> EncodedTensor:
     """One row of the layer table (``columns``), its bytes taken from the cursors; ``grids``:
-    whether the file's version has grid rows."""
+    whether the file's version has grid rows; ``seen``: the keys of the rows before (this one is added)."""
     fields = dict(zip(columns, row)) if isinstance(row, list) and len(row) == len(columns) else {}
     if not fields or not all(isinstance(v, str) if k in ("key", "coding") else _count(v) for k, v in fields.items()):
         raise UserError(f"{source}: malformed layer table row {str(row)[:80]}")
@@ -275,6 +276,10 @@ def _layer(row: Any, columns: tuple[str, ...], shapes: dict[str, tuple[int, ...]
     if fields.get("numel", expected) != expected:
         raise UserError(f"{source}: layer {key} holds {fields['numel']} weights but the architecture gives it "
                         f"{expected}: the file was edited or damaged")
+    if key in seen:
+        raise UserError(f"{source}: layer {key!r} is unknown or repeated in the layer table")
+    seen.add(key)
+    _check_entries(fields, key, expected, source)
     parts: dict[str, Any] = {}
     if coding == "huffman":
         groups, size = fields["codebook_rows"], fields["codebook_size"]
@@ -299,6 +304,19 @@ def _layer(row: Any, columns: tuple[str, ...], shapes: dict[str, tuple[int, ...]
         parts["index"] = _coded(fields, "index_", key, "relative indices", 1 << width, cursor, source)
         parts["index_width"] = width
     return EncodedTensor(key, shapes[key], **parts)
+
+
+def _check_entries(fields: dict[str, Any], key: str, numel: int, source: str) -> None:
+    """The symbol counts of a row against the layer's ``numel`` weights, checked before any
+    stream is read or decoded: a dense layer stores one value per weight, a sparse one at most
+    one entry per weight (non-zeros and fillers) and one relative index per entry."""
+    entries, sparse = fields["symbols"], fields["index_width"] > 0
+    if entries > numel or (not sparse and entries != numel):
+        raise UserError(f"{source}: layer {key} declares {entries} stored values for {numel} weights "
+                        f"({'sparse' if sparse else 'dense'}): the file was edited or damaged")
+    if sparse and fields["index_symbols"] != entries:
+        raise UserError(f"{source}: layer {key} declares {fields['index_symbols']} relative indices for "
+                        f"{entries} stored values: the file was edited or damaged")
 
 
 def _grid_parts(fields: dict[str, Any], key: str, shape: tuple[int, ...], cursor: dict[str, "_Cursor"],
@@ -336,6 +354,10 @@ def _coded(fields: dict[str, Any], prefix: str, key: str, what: str, limit: int,
         check_lengths(lengths)
     except ValueError as exc:
         raise UserError(f"{source}: layer {key} has a malformed {what} table ({exc})") from None
+    try:
+        check_size(fields[prefix + "bytes"], lengths, fields[prefix + "symbols"])
+    except ValueError as exc:
+        raise UserError(f"{source}: layer {key} is damaged ({what}: {exc})") from None
     data = cursor["streams"].take(fields[prefix + "bytes"], fields[prefix + "crc32"], key)
     return CodedStream(data, lengths, fields[prefix + "symbols"])
 

@@ -181,6 +181,26 @@ def _reference_encode(symbols: np.ndarray, lengths: np.ndarray) -> tuple[bytes, 
     return np.packbits(bits).tobytes(), int(bits.size)
 
 
+def check_size(nbytes: int, lengths: np.ndarray, count: int) -> None:
+    """ValueError unless ``nbytes`` bytes can hold exactly ``count`` symbols of the code of
+    ``lengths`` (fewer than 8 padding bits), checked from the sizes alone, before decoding."""
+    if count < 0:
+        raise ValueError(f"negative symbol count {count}")
+    if count == 0:
+        if nbytes:
+            raise ValueError("stream has bytes but no symbols")
+        return
+    used = np.asarray(lengths, dtype=np.int64)
+    used = used[used > 0]
+    nbits = 8 * nbytes
+    if not used.size or count * int(used.min()) > nbits:
+        raise ValueError(f"{nbytes} bytes cannot hold {count} symbols")
+    top = int(used.max())
+    if nbits - count * top >= 8:
+        raise ValueError(f"stream length does not match: {count} symbols of at most {top} bits "
+                         f"cannot fill {nbits} bits")
+
+
 def decode(data: bytes, lengths: np.ndarray, count: int) -> np.ndarray:
     """Decode ``count`` symbols (int64) from ``data``, coded with the canonical code of ``lengths``.
 
@@ -194,19 +214,11 @@ def decode(data: bytes, lengths: np.ndarray, count: int) -> np.ndarray:
     count = operator.index(count)
     data = bytes(data)
     nbits = 8 * len(data)
-    if count < 0:
-        raise ValueError(f"negative symbol count {count}")
+    check_size(len(data), lengths, count)
     if count == 0:
-        if data:
-            raise ValueError("stream has bytes but no symbols")
         return np.zeros(0, dtype=np.int64)
     used = lengths[lengths > 0]
-    if not used.size or count * int(used.min()) > nbits:
-        raise ValueError(f"{len(data)} bytes cannot hold {count} symbols")
     top = int(used.max())
-    if nbits - count * top >= 8:
-        raise ValueError(f"stream length does not match: {count} symbols of at most {top} bits "
-                         f"cannot fill {nbits} bits")
     if int(used.min()) == top:
         return _decode_fixed(data, lengths, count, top)
     if nbits < _LANES_FROM_BITS:
