@@ -354,3 +354,14 @@ def test_dsz_symbol_counts_beyond_the_data_are_refused_at_read(source, columns, 
 def test_an_unedited_row_still_reads(quantized, sparse_kmeans, tmp_path, capsys):
     _edit_layer_row(sparse_kmeans, tmp_path / "same.dsz", "conv2.weight")
     assert main(["report", str(tmp_path / "same.dsz")]) == 0
+
+
+def test_an_absurd_finite_size_budget_is_capped_not_allocated(files, tmp_path, capsys):
+    out = tmp_path / "mixed.safetensors"
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert main(["quantize", str(files / "model.safetensors"), "--method", "linear", "--mixed-budget-kb", "1e300",
+                 "--data", "synthetic", "--out", str(out)]) == 0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 200_000  # KiB
+    assert main(["quantize", str(files / "model.safetensors"), "--method", "linear", "--mixed-budget-kb", "1e307",
+                 "--data", "synthetic", "--out", str(tmp_path / "never.safetensors")]) == 2
+    assert _one_error_line(capsys).endswith("--mixed-budget-kb must be at most 1e300, got 1e+307")

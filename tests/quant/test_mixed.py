@@ -83,6 +83,16 @@ def test_coarse_knapsack_fits_and_beats_the_optimum_of_a_slightly_smaller_budget
         assert _cost(sensitivity, assignment) <= reduced + 1e-9
 
 
+@settings(max_examples=200, deadline=None)
+@given(knapsack_instances(), st.integers(1, 64))
+def test_an_absurd_budget_gives_the_choices_of_a_budget_that_fits_everything(instance, granularity):
+    sensitivity, sizes, _ = instance
+    enough = sum(max(s.values()) for s in sizes.values()) + len(sizes) * granularity
+    assignment = assign_bits(sensitivity, sizes, 10 ** 303, granularity=granularity)  # 1e300 KiB: no huge table
+    assert assignment == assign_bits(sensitivity, sizes, enough, granularity=granularity)
+    assert _cost(sensitivity, assignment) == pytest.approx(brute_force(sensitivity, sizes, enough), abs=1e-9)
+
+
 def test_knapsack_trades_bits_between_layers_by_hand():
     # a: sensitive (2 bits costs 10), b: robust. Budget fits one layer at 8 bits, the other at 2.
     sensitivity = {"a": {2: 10.0, 8: 0.0}, "b": {2: 1.0, 8: 0.0}}

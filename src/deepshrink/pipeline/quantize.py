@@ -29,9 +29,11 @@ CALIBRATION_IMAGES = 512
 
 def budget_bytes(kilobytes: float) -> int:
     """A size budget of ``kilobytes`` KiB in whole bytes; :class:`ConfigError` naming
-    ``mixed_budget_kb`` unless it is a finite number > 0."""
+    ``mixed_budget_kb`` unless it is a number > 0 and at most 1e300."""
     if not (is_number(kilobytes) and math.isfinite(kilobytes) and kilobytes > 0):
         raise ConfigError("MixedPrecision", "mixed_budget_kb", f"must be a finite number > 0, got {kilobytes!r}")
+    if kilobytes > 1e300:  # 1e307 KiB is finite, but not in bytes
+        raise ConfigError("MixedPrecision", "mixed_budget_kb", f"must be at most 1e300, got {kilobytes!r}")
     return round(kilobytes * 1024)
 
 

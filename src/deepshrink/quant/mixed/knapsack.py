@@ -31,13 +31,12 @@ def assign_bits(sensitivity: Mapping[str, Mapping[int, float]], sizes: Mapping[s
     if smallest > budget_bytes:
         raise UserError(f"a budget of {budget_bytes} bytes is below the smallest mixed-precision size, "
                         f"{smallest} bytes (every layer at its smallest choice)")
-    capacity = int((budget_bytes - smallest) // granularity)
+    ordered = {name: _options(sizes[name], granularity) for name in layers}
+    capacity = _capacity(budget_bytes - smallest, granularity, ordered.values())
     best = np.zeros(capacity + 1)  # best[u]: least cost of the layers so far within u units
     choices, extras = [], []
     for name in layers:
-        options = sorted(sizes[name], key=lambda b: (sizes[name][b], b))
-        base = sizes[name][options[0]]
-        units = [-(-(sizes[name][b] - base) // granularity) for b in options]
+        options, units = ordered[name]
         candidates = np.full((len(options), capacity + 1), np.inf)
         for row, (bits, extra) in enumerate(zip(options, units)):
             if extra <= capacity:
@@ -52,3 +51,20 @@ def assign_bits(sensitivity: Mapping[str, Mapping[int, float]], sizes: Mapping[s
         assignment[name] = options[row]
         spare -= units[row]
     return {name: assignment[name] for name in layers}
+
+
+def _options(sizes: Mapping[int, int], granularity: int) -> tuple[list[int], list[int]]:
+    """A layer's bit-widths by size (then bits) and what each adds to the smallest, in units of
+    ``granularity`` bytes rounded up."""
+    options = sorted(sizes, key=lambda b: (sizes[b], b))
+    base = sizes[options[0]]
+    return options, [-(-(sizes[b] - base) // granularity) for b in options]
+
+
+def _capacity(spare_bytes: int | float, granularity: int, ordered) -> int:
+    """The spare budget in whole units, capped at what every layer's largest choice adds: any
+    larger capacity gives the same choices, and an absurd budget (``1e300`` KiB) no huge table."""
+    most = sum(max(units) for _, units in ordered)
+    if spare_bytes >= most * granularity:
+        return most
+    return int(spare_bytes // granularity)

@@ -33,6 +33,12 @@ def mixed_precision_record(config: QuantConfig, assignment: Mapping[str, int], b
             "assignment": {name: int(bits) for name, bits in assignment.items()}}
 
 
+def _layer_budget(budget_bytes: int, sizes: Mapping[str, Mapping[int, int]], granularity: int) -> int:
+    """``budget_bytes`` for the quantized layers, capped at every layer's largest choice plus one
+    ``granularity`` per layer (the knapsack's rounding): a larger budget gives the same choices."""
+    return min(budget_bytes, sum(max(s.values()) for s in sizes.values()) + len(sizes) * granularity)
+
+
 def plan_mixed_precision(model: nn.Module, info: ModelInfo, config: QuantConfig, budget_bytes: int,
                          calibration_set: ImageDataset, *, bits_options: Sequence[int] = DEFAULT_BITS,
                          criterion: str = "loss", device: str = "auto", batch_size: int = 500,
@@ -82,7 +88,8 @@ def plan_mixed_precision(model: nn.Module, info: ModelInfo, config: QuantConfig,
         sensitivity = hessian_sensitivity(model, layers, bits_options, config, batches(), probes=probes)
     else:
         sensitivity = layer_sensitivity(model, layers, bits_options, score, config)
-    assignment = assign_bits(sensitivity, sizes, budget_bytes - fixed, granularity=granularity)
+    assignment = assign_bits(sensitivity, sizes, _layer_budget(budget_bytes - fixed, sizes, granularity),
+                             granularity=granularity)
     size = model_size_bytes(model, assignment, config)
     record = mixed_precision_record(config, assignment, budget_bytes, size, model_size_bytes(model, {}, config),
                                     bits_options=list(bits_options), criterion=criterion,
