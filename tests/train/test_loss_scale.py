@@ -286,7 +286,7 @@ def test_gradients_that_overflow_at_the_lowest_scale_are_bad_steps(synthetic):
     # scale 4 and 2: overflow, not counted; scale 1: bad step 1; scale 0.5: bad step 2 -> stop
     with pytest.raises(TrainingDiverged, match=r"gradients were inf/NaN at loss scale 0.5 for 2 consecutive"):
         trainer.fit()
-    assert trainer.step == 4
+    assert trainer.step == 2  # the two bad steps; the overflow skips are not steps
     assert all(torch.equal(p, b) for p, b in zip(trainer.model.parameters(), before))  # no update taken
 
 
@@ -310,3 +310,32 @@ def test_resume_refuses_a_changed_precision(synthetic, tmp_path):
         _trainer(synthetic, _config(epochs=1, precision="bf16"), tmp_path).fit(resume=True)
     with pytest.raises(UserError, match="precision must be one of fp32, fp16, bf16, got 'fp8'"):
         _config(precision="fp8")
+
+
+def test_an_overflow_skip_does_not_advance_the_schedule_and_warns_nothing(synthetic, recwarn):
+    """Issue 25 item 8: a skipped fp16 step leaves the step counter and the learning rate where
+    they were, and PyTorch's "lr_scheduler.step() before optimizer.step()" warning is not raised
+    (the first 4 steps overflow)."""
+    import warnings
+    warnings.simplefilter("always")
+    trainer = _trainer(synthetic, _config(precision="fp16"), scaler=_overflowing_scaler())
+    result = trainer.fit()
+    overflows = sum(r["overflow_steps"] for r in result.history)
+    total = trainer.config.epochs * len(trainer.train_loader)
+    assert overflows >= 4
+    assert trainer.step == total - overflows
+    assert [r["step"] for r in result.history][-1] == trainer.step
+    assert trainer.lr == pytest.approx(0.05 * trainer.lr_factor(trainer.step))
+    assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]
+
+
+def test_a_bad_first_step_counts_and_warns_nothing(synthetic, recwarn):
+    """A bad step (non-finite loss) still moves the schedule on, as in fp32, without the warning."""
+    import warnings
+    warnings.simplefilter("always")
+    trainer = _trainer(synthetic, _config(max_bad_steps=3), hooks=[_NanLoss()])
+    with pytest.raises(TrainingDiverged):
+        trainer.fit()
+    assert trainer.step == 3
+    assert trainer.lr == pytest.approx(0.05 * trainer.lr_factor(3))
+    assert not [w for w in recwarn if "lr_scheduler.step()" in str(w.message)]

@@ -29,7 +29,8 @@ def register(sub) -> None:
     p.add_argument("--thresholds", type=_number, nargs="+", metavar="T",
                    help="confidence in [0, 1] or entropy in [0, ln classes] (default: a spread of them)")
     p.add_argument("--batch-size", type=positive_int, default=500, help="evaluation batch size")
-    p.add_argument("--limit", type=positive_int, metavar="N", help="only the first N test images")
+    p.add_argument("--limit-test", "--limit", dest="limit", type=positive_int, metavar="N",
+                   help="use only the first N test images (--limit: the older spelling)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's own choice)")
     p.add_argument("--plot", metavar="FILE.png", help="also write accuracy against MACs as a PNG")

@@ -17,7 +17,8 @@ from deepshrink.train.distributed import current
 def register(sub) -> None:
     p = sub.add_parser("run", help="run a recipe of stages and write its report", description=__doc__)
     p.add_argument("recipe", metavar="RECIPE.yaml")
-    p.add_argument("--out", metavar="DIR", help="run folder (default: the recipe's 'out', relative to here)")
+    p.add_argument("--out", metavar="DIR", help="run folder (default: the recipe's 'out', relative to here; "
+                                                     "with --out the recipe may leave 'out' out)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run: skip finished stages, resume training from checkpoints")
     add_builder_args(p, ())
@@ -25,7 +26,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    recipe = load_recipe(args.recipe)
+    recipe = load_recipe(args.recipe, out_given=args.out is not None)
     result = run_recipe(recipe, out=args.out, resume=args.resume, allow_builders=args.allow_builder,
                         on_stage=lambda record, skipped: print(
                             f"{record.folder}: {'already finished' if skipped else 'done'}, "

@@ -4,10 +4,12 @@ continue a model file), on a dataset."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from deepshrink.cli.args import (add_builder_args, add_data_args, add_distill_args, distill_hooks, key_value,
                                  model_choice, nonneg_float, nonneg_int, positive_float, positive_int, set_threads,
                                  unit_interval)
+from deepshrink.errors import UserError
 from deepshrink.models import model_names
 from deepshrink.models.early_exit import EARLY_EXIT_ARCH
 from deepshrink.pipeline.datasets import load_split
@@ -16,6 +18,7 @@ from deepshrink.train import TrainConfig
 from deepshrink.train.config import PRECISIONS
 from deepshrink.train.optim import OPTIMIZERS
 from deepshrink.train.schedule import SCHEDULES
+from deepshrink.train.trainer import CHECKPOINT, METRICS
 
 
 def register(sub) -> None:
@@ -66,8 +69,18 @@ def register(sub) -> None:
     p.set_defaults(run=run, config_flags={"augment": "--no-augment"})
 
 
+def _refuse_existing_run(out: str) -> None:
+    """``--out`` already holding a run (a checkpoint or metrics) is refused without ``--resume``,
+    as ``deepshrink run`` does: training afresh would silently overwrite it."""
+    folder = Path(out)
+    if any((folder / name).exists() for name in (CHECKPOINT, METRICS)):
+        raise UserError(f"{out} already holds a run: give --resume to continue it, or another --out")
+
+
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
+    if not args.resume:
+        _refuse_existing_run(args.out)
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
         momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,

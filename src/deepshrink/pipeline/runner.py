@@ -98,6 +98,9 @@ def run_recipe(recipe: Recipe, *, out: str | os.PathLike | None = None, resume: 
     Model files may name builders from the ``allow_builders`` packages and from the package of
     the recipe's own ``model.builder``.
     """
+    if out is None and recipe.out is None:
+        raise UserError(f"{recipe.source}: recipe: missing required key 'out' (the run folder); "
+                        f"add out: DIR to the recipe or give deepshrink run --out DIR")
     out = Path(out if out is not None else recipe.out)
     ranks = RankSync.join(recipe.device)
     ranks.agree(lambda: _check_can_start(recipe, out, resume))

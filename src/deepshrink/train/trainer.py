@@ -12,7 +12,8 @@ Mixed precision (``config.precision`` fp16/bf16): the forward pass and the loss 
 ``torch.autocast``; weights, gradients and the optimiser stay float32. fp16 scales the loss
 with a :class:`~deepshrink.train.loss_scale.DynamicLossScaler` (saved in the checkpoint);
 a step skipped because the scaled gradients overflowed is not a bad step while the scale is
-above ``MIN_LOSS_SCALE``.
+above ``MIN_LOSS_SCALE``, and it does not count as a step: neither ``step`` nor the learning-rate
+schedule moves on (the update was not taken; only the scale changed).
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
         self.metrics = MetricsLog(self.out_dir / METRICS if self.out_dir and self.dist.is_main else None)
         self.epoch = 0      # epochs completed
-        self.step = 0       # optimiser steps taken (including skipped bad steps)
+        self.step = 0       # optimiser steps taken, and skipped bad steps (not fp16 overflow skips)
         self.bad_steps = 0  # consecutive non-finite losses (or gradients, at the lowest loss scale)
         self.overflow_steps = 0  # steps of the current epoch skipped for fp16 gradient overflow
         self._before: list[torch.Tensor] | None = None  # the parameters before the current step
@@ -251,9 +252,11 @@ class Trainer:
                 hook.after_step(self)
         else:
             self.overflow_steps += 1
-        if stepped or scale > MIN_LOSS_SCALE:  # an overflow here only means S was too large
+        if stepped:
             self.bad_steps = 0
             self._advance()
+        elif scale > MIN_LOSS_SCALE:  # an overflow here only means S was too large: no step taken,
+            self.bad_steps = 0        # so the schedule (a function of the step) stays where it is
         else:
             self._bad_step(f"gradients were inf/NaN at loss scale {scale:g}")
         return outputs.detach(), loss.item()
@@ -280,9 +283,21 @@ class Trainer:
         return True
 
     def _advance(self) -> None:
-        """One optimiser step has passed (taken or skipped): move the schedule on."""
-        self.scheduler.step()
+        """One optimiser step has passed (taken, or skipped as a bad step): move the schedule on."""
         self.step += 1
+        self._set_lr()
+
+    def _set_lr(self) -> None:
+        """The learning rate of step ``self.step``: the base rate times ``lr_factor(step)``, what
+        ``LambdaLR.step()`` sets (same floats). Set directly rather than through
+        ``self.scheduler.step()``: the schedule is a pure function of the step counter, so the
+        order against ``optimizer.step()`` does not matter, and a bad step (skipped, yet counted
+        so that runs with and without one stay on the same schedule) would otherwise trigger
+        PyTorch's "lr_scheduler.step() before optimizer.step()" warning when it comes first."""
+        self.scheduler.last_epoch = self.step
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * self.lr_factor(self.step)
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     def _bad_step(self, what: str) -> None:
         """A step skipped because ``what`` (a loss or gradients) was not finite."""
@@ -371,9 +386,7 @@ class Trainer:
         self.epoch, self.step = state["epoch"], state["step"]
         self.bad_steps = state.get("bad_steps", 0)
         self.best_top1, self.best_epoch = state["best_top1"], state["best_epoch"]
-        self.scheduler.last_epoch = self.step
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * self.lr_factor(self.step)
+        self._set_lr()
         if self.dist.is_main:
             self.metrics.keep(lambda record: record.get("epoch", 0) <= self.epoch)
         saved = MetricsLog(self.out_dir / METRICS).read()

@@ -48,8 +48,9 @@ __all__ = ["COMPRESSING", "STAGE_KEYS", "STAGE_KINDS", "TRAIN_KEYS", "DataSpec",
            "ExportSettings", "ModelSource", "Recipe", "Stage", "load_recipe", "parse_recipe"]
 
 
-def load_recipe(path: str | os.PathLike) -> Recipe:
-    """Read and validate the recipe file at ``path``."""
+def load_recipe(path: str | os.PathLike, *, out_given: bool = False) -> Recipe:
+    """Read and validate the recipe file at ``path``; ``out_given``: its ``out`` may be
+    missing (the caller has the run folder, ``run --out DIR``)."""
     path = Path(path)
     try:
         with open(path, "rb") as handle:  # read at most one byte past the limit, whatever the file is
@@ -59,10 +60,11 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
         raise UserError(f"cannot read recipe {path}: {exc}") from None
     if len(data) > MAX_RECIPE_BYTES:
         raise UserError(f"{path}: the recipe is larger than {MAX_RECIPE_BYTES // (1 << 20)} MB")
-    return parse_recipe(text, source=str(path), base_dir=path.parent)
+    return parse_recipe(text, source=str(path), base_dir=path.parent, out_given=out_given)
 
 
-def parse_recipe(text: str, *, source: str = "<recipe>", base_dir: str | os.PathLike = ".") -> Recipe:
+def parse_recipe(text: str, *, source: str = "<recipe>", base_dir: str | os.PathLike = ".",
+                 out_given: bool = False) -> Recipe:
     """Validate the YAML ``text`` of a recipe; relative paths inside resolve against ``base_dir``."""
     data, lines = compose(text, source)
-    return Validator(source, lines, Path(base_dir)).recipe(data)
+    return Validator(source, lines, Path(base_dir)).recipe(data, out_given=out_given)

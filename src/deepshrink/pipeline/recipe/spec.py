@@ -78,7 +78,7 @@ class Stage:
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    out: Path
+    out: Path | None  # None: the recipe has no 'out' (run --out DIR gives the folder)
     data: DataSpec
     model: ModelSource
     stages: tuple[Stage, ...]

@@ -81,8 +81,13 @@ class Validator:
         path = Path(text).expanduser()
         return path if path.is_absolute() else self.base_dir / path
 
-    def recipe(self, data: Any) -> Recipe:
-        top = self.mapping(data, "", TOP_KEYS, ("name", "out", "data", "model", "stages"))
+    def recipe(self, data: Any, *, out_given: bool = False) -> Recipe:
+        """``out_given``: the run folder comes from elsewhere (``run --out DIR``), so the recipe
+        may leave ``out`` out; without it, a recipe without ``out`` names both."""
+        top = self.mapping(data, "", TOP_KEYS, ("name", "data", "model", "stages"))
+        if "out" not in top and not out_given:
+            raise self.fail("", "missing required key 'out' (the run folder); "
+                                "add out: DIR to the recipe or give deepshrink run --out DIR")
         data_spec = self.data(top["data"])
         model = self.model(top["model"])
         stages = top["stages"]
@@ -90,7 +95,8 @@ class Validator:
             raise self.fail("stages", "must be a non-empty list of stages")
         checked = tuple(self.stage(item, f"stages[{i}]", top.get("device", "auto")) for i, item in enumerate(stages))
         self.order(model, checked)
-        return Recipe(top["name"], Path(top["out"]), data_spec, model, checked, top.get("device", "auto"),
+        out = Path(top["out"]) if "out" in top else None
+        return Recipe(top["name"], out, data_spec, model, checked, top.get("device", "auto"),
                       top.get("threads"), self.source)
 
     def data(self, value: Any) -> DataSpec:
