@@ -66,7 +66,7 @@ from safetensors.numpy import save as save_safetensors
 from deepshrink.codec.grid import offset_bytes, read_grid
 from deepshrink.codec.huffman import check_lengths, check_size
 from deepshrink.codec.layer import FLOAT_DTYPES, EncodedTensor, grid_codebook
-from deepshrink.codec.model import EncodedModel
+from deepshrink.codec.model import EncodedModel, other_state
 from deepshrink.codec.sparse import MAX_INDEX_WIDTH
 from deepshrink.codec.stream import MAX_ALPHABET, CodedStream, read_table, table_size
 from deepshrink.errors import UserError
@@ -140,6 +140,8 @@ def from_bytes(data: bytes, source: str = "the .dsz file", model: nn.Module | No
     for name in ("codebooks", "code_lengths"):
         if _crc(tensors[name].tobytes()) != table.get(f"{name}_crc32"):
             raise UserError(f"{source} is damaged: checksum of {name} does not match")
+    if not np.isfinite(tensors["codebooks"]).all():
+        raise UserError(f"{source} is damaged or was edited: a codebook entry is non-finite (NaN or inf)")
     try:
         info = ModelInfo.from_dict({**_field(table, "model", dict), "format": "deepshrink-model", "version": 1})
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -166,7 +168,9 @@ def from_bytes(data: bytes, source: str = "the .dsz file", model: nn.Module | No
         info.history = _history(cursor["streams"], _field(table, "history", dict), source)
     for item in cursor.values():
         item.finish()
-    return EncodedModel(info, float_dtype, layers, other_bytes, bn_affine)
+    encoded = EncodedModel(info, float_dtype, layers, other_bytes, bn_affine)
+    other_state(encoded, reference, source)  # the other tensors: sizes and finite values, as decoding checks them
+    return encoded
 
 
 def write_dsz(path: str | os.PathLike, encoded: EncodedModel) -> int:
@@ -295,6 +299,8 @@ def _layer(row: Any, columns: tuple[str, ...], shapes: dict[str, tuple[int, ...]
                             f"for {fields['symbols']} {coding} values")
         parts["raw"] = cursor["streams"].take(fields["bytes"], fields["crc32"], key)
         parts["dtype"] = coding
+        if not np.isfinite(np.frombuffer(parts["raw"], dtype=np.dtype(coding).newbyteorder("<"))).all():
+            raise UserError(f"{source}: layer {key} holds non-finite values (NaN or inf): the file was edited")
     else:
         raise UserError(f"{source}: layer {key} has unknown coding {coding!r}")
     width = fields["index_width"]
@@ -333,7 +339,10 @@ def _grid_parts(fields: dict[str, Any], key: str, shape: tuple[int, ...], cursor
         grid = read_grid(scales, packed, levels)
     except ValueError as exc:
         raise UserError(f"{source}: layer {key} is damaged ({exc})") from None
-    codebook = grid_codebook(grid)
+    with np.errstate(over="ignore", invalid="ignore"):
+        codebook = grid_codebook(grid)
+    if not np.isfinite(codebook).all():
+        raise UserError(f"{source}: layer {key} has a grid with non-finite levels (NaN or inf): the file was edited")
     if values.alphabet > codebook.shape[1]:
         raise UserError(f"{source}: layer {key} has a malformed values table")
     return {"values": values, "codebook": codebook, "grid": grid}

@@ -70,6 +70,8 @@ def encode_model(model: nn.Module, info: ModelInfo | None = None, *, float_dtype
             if tensor.shape != reference.shape:
                 raise UserError(f"tensor {key} has shape {tuple(tensor.shape)}, "
                                 f"architecture {info.name} needs {tuple(reference.shape)}")
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise UserError(f"cannot encode: tensor {key} holds non-finite values (NaN or inf)")
             if parametrize.is_parametrized(module, attr) or (tensor.is_floating_point() and tensor.dim() >= 2):
                 layers.append(_encode_weight(key, module, attr, tensor, float_dtype))
             else:
@@ -105,13 +107,22 @@ def decode_model(encoded: EncodedModel, source: str = "the .dsz file",
             values = decode_tensor(layer)
         except ValueError as exc:
             raise UserError(f"{source}: layer {layer.key} is damaged ({exc})") from None
+        if not np.isfinite(values).all():
+            raise UserError(f"{source}: layer {layer.key} decodes to non-finite values (NaN or inf)")
         state[layer.key] = torch.from_numpy(values).to(plain[layer.key].dtype)
-    neutral = _neutral_statistics(model) if encoded.bn_affine else {}
-    rest = {k: v for k, v in plain.items() if k not in state and k not in neutral}
-    state.update(_split_other(encoded, rest, source))
-    state.update(neutral)
+    state.update(other_state(encoded, model, source))
     load_state_strict(model, state, source=source)
     return model.eval(), encoded.info
+
+
+def other_state(encoded: EncodedModel, model: nn.Module, source: str = "the .dsz file") -> dict[str, torch.Tensor]:
+    """The tensors of ``model`` (the plain module the file decodes into) that are not coded
+    layers: cut from ``encoded.other`` (sizes and finiteness checked), plus the neutral running
+    statistics of affine BatchNorms; a :class:`UserError` when they do not fit."""
+    neutral = _neutral_statistics(model) if encoded.bn_affine else {}
+    coded = {layer.key for layer in encoded.layers}
+    rest = {k: v for k, v in model.state_dict().items() if k not in coded and k not in neutral}
+    return {**_split_other(encoded, rest, source), **neutral}
 
 
 def _plain_state(model: nn.Module, info: ModelInfo) -> dict[str, torch.Tensor]:
@@ -141,6 +152,8 @@ def _neutral_statistics(model: nn.Module) -> dict[str, torch.Tensor]:
 def _encode_weight(key: str, module: nn.Module, attr: str, tensor: torch.Tensor, float_dtype: str) -> EncodedTensor:
     values = tensor.float().numpy()
     representation = _quantized_representation(module, attr)
+    if representation is not None and not np.isfinite(representation[0]).all():
+        raise UserError(f"cannot encode: the codebook of tensor {key} holds non-finite values (NaN or inf)")
     try:
         if representation is not None:
             return encode_quantized(key, *representation, values, float_dtype)
@@ -185,6 +198,8 @@ def _split_other(encoded: EncodedModel, rest: dict[str, torch.Tensor], source: s
     for key, ref in rest.items():
         dtype = _storage(ref, encoded.float_dtype)
         chunk = np.frombuffer(encoded.other, dtype=dtype, count=math.prod(ref.shape), offset=offset)
+        if ref.is_floating_point() and not np.isfinite(chunk).all():
+            raise UserError(f"{source}: tensor {key} holds non-finite values (NaN or inf)")
         state[key] = torch.from_numpy(chunk.astype(dtype.newbyteorder("="))).to(ref.dtype).reshape(ref.shape)
         offset += sizes[key]
     return state
