@@ -7,8 +7,8 @@ For every model of ``coverage_models.CORPUS``:
   of reach), the planned channels zeroed in the dense model, its output recorded, then
   ``prune_channels`` with that plan; the pruned model's output must match (max abs diff shown).
 - Torch-Pruning: ``MagnitudePruner`` (L1) with the classifier ignored; its global
-  ``pruning_ratio`` is bisected (on copies) for the smallest ratio that reaches the same MAC
-  target (``0.3`` when no ratio up to 0.9 does). Torch-Pruning exposes no plan to zero first, so
+  ``pruning_ratio`` is scanned (on copies, steps of 0.025) for the smallest ratio that reaches
+  the same MAC target (``0.3`` when no ratio up to 0.9 does). Torch-Pruning exposes no plan to zero first, so
   its outputs are not checked against the dense model; only that the forward runs with the
   right output shape.
 
@@ -131,14 +131,13 @@ def run_torch_pruning(factory, shape, classifier: str, target: float = TARGET) -
             model = _tp_prune(tp, copy.deepcopy(dense_model), shape, classifier, ratio)
             return 1.0 - macs(model, shape) / dense
 
-        low, high = 0.0, 0.9
-        if reduction(high) < target:
+        # a scan, not a bisection: Torch-Pruning's MACs are not monotone in the ratio (grouped
+        # conv: ratio 0.7 removes 92 % of the MACs, 0.9 only 19 %)
+        ratio = next((r / 40 for r in range(1, 37) if reduction(r / 40) >= target), None)
+        if ratio is None:
             ratio, row.setting = FALLBACK_RATIO, f"ratio {FALLBACK_RATIO} (target out of reach)"
         else:
-            for _ in range(7):
-                middle = (low + high) / 2
-                low, high = (low, middle) if reduction(middle) >= target else (middle, high)
-            ratio, row.setting = high, f"target {target:.0%} (ratio {high:.3f})"
+            row.setting = f"ratio {ratio:.3f}"
         model = _tp_prune(tp, copy.deepcopy(dense_model), shape, classifier, ratio)
         row.macs_reduction = 1.0 - macs(model, shape) / dense
         with torch.no_grad():
