@@ -38,6 +38,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from deepshrink.errors import UserError
 from deepshrink.models.attach import effective_tensors, quantized_representation_of
 from deepshrink.models.layers.adder import AdderConv2d
 from deepshrink.models.zoo.vit import MultiHeadSelfAttention
@@ -306,7 +307,11 @@ def model_costs(model: nn.Module, input_shape: tuple[int, ...]) -> CostReport:
     was_training = model.training
     try:
         model.eval()
-        model(torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(0)).to(device, dtype))
+        try:
+            model(torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(0)).to(device, dtype))
+        except RuntimeError as exc:  # a shape from a file that the layers cannot take (too small, wrong channels)
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise UserError(f"input shape {tuple(input_shape)} does not fit the model ({reason})") from None
     finally:
         recorder.remove()
         model.train(was_training)
