@@ -32,8 +32,8 @@ def _cases(f):
     return [
         # train
         (["train", "--model", "nope", "--data", "synthetic", "--out", out], "invalid choice"),
-        (["train", "--model", "digits-cnn", "--data", "synthetic", "--out", out, "--batch-size", "0"], "out of range"),
-        (["train", "--model", "digits-cnn", "--data", "synthetic", "--out", out, "--label-smoothing", "1"], "out of range"),
+        (["train", "--model", "digits-cnn", "--data", "synthetic", "--out", out, "--batch-size", "0"], "--batch-size must be an integer >= 1, got 0"),
+        (["train", "--model", "digits-cnn", "--data", "synthetic", "--out", out, "--label-smoothing", "1"], "--label-smoothing must be in [0, 1), got 1.0"),
         (["train", "--model", "digits-cnn", "--data", "cifar10", "--data-dir", str(f / "none"), "--out", out], "cifar10"),
         (["train", "--init", str(f / "missing.safetensors"), "--data", "synthetic", "--out", out], "not found"),
         (["train", "--init", str(f / "ten_classes.safetensors"), "--data", "synthetic", "--out", out], "10 classes"),

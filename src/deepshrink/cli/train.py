@@ -6,9 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from deepshrink.cli.args import (add_builder_args, add_data_args, add_distill_args, distill_hooks, key_value,
-                                 model_choice, nonneg_float, nonneg_int, positive_float, positive_int, set_threads,
-                                 unit_interval)
+from deepshrink.cli.args import (add_builder_args, add_data_args, add_distill_args, any_int, any_number, distill_hooks,
+                                 key_value, model_choice, nonneg_float, nonneg_int, positive_int, set_threads)
 from deepshrink.errors import UserError
 from deepshrink.models import model_names
 from deepshrink.models.early_exit import EARLY_EXIT_ARCH
@@ -32,24 +31,24 @@ def register(sub) -> None:
                    help="builder option, e.g. shortcut=B or width=32 (repeatable)")
     add_data_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="run folder (checkpoints, model, metrics)")
-    p.add_argument("--epochs", type=nonneg_int, default=TrainConfig.epochs, help="training epochs")
-    p.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size,
+    p.add_argument("--epochs", type=any_int, default=TrainConfig.epochs, help="training epochs")
+    p.add_argument("--batch-size", type=any_int, default=TrainConfig.batch_size,
                    help="batch size (global: split over the processes under torchrun)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=TrainConfig.optimizer, help="optimizer")
-    p.add_argument("--lr", type=positive_float, default=TrainConfig.lr, help="peak learning rate")
-    p.add_argument("--momentum", type=unit_interval, default=TrainConfig.momentum, help="SGD momentum (--optimizer sgd)")
+    p.add_argument("--lr", type=any_number, default=TrainConfig.lr, help="peak learning rate")
+    p.add_argument("--momentum", type=any_number, default=TrainConfig.momentum, help="SGD momentum (--optimizer sgd)")
     p.add_argument("--nesterov", action="store_true", help="Nesterov momentum (--optimizer sgd)")
-    p.add_argument("--weight-decay", type=nonneg_float, default=TrainConfig.weight_decay, help="weight decay")
+    p.add_argument("--weight-decay", type=any_number, default=TrainConfig.weight_decay, help="weight decay")
     p.add_argument("--schedule", choices=SCHEDULES, default=TrainConfig.schedule, help="learning-rate schedule")
-    p.add_argument("--warmup-epochs", type=nonneg_float, default=0.0, help="linear learning-rate warm-up, in epochs")
-    p.add_argument("--milestones", type=positive_float, nargs="+", default=(), metavar="EPOCH",
+    p.add_argument("--warmup-epochs", type=any_number, default=0.0, help="linear learning-rate warm-up, in epochs")
+    p.add_argument("--milestones", type=any_number, nargs="+", default=(), metavar="EPOCH",
                    help="epochs at which the step schedule multiplies the rate by --gamma")
-    p.add_argument("--gamma", type=positive_float, default=TrainConfig.gamma,
+    p.add_argument("--gamma", type=any_number, default=TrainConfig.gamma,
                    help="step schedule: factor at each milestone")
-    p.add_argument("--label-smoothing", type=unit_interval, default=0.0, help="label smoothing of the loss")
+    p.add_argument("--label-smoothing", type=any_number, default=0.0, help="label smoothing of the loss")
     p.add_argument("--no-augment", action="store_true", help="turn off the dataset's augmentation")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the initialisation, batch order and augmentation")
-    p.add_argument("--eval-every", type=positive_int, default=1, metavar="EPOCHS",
+    p.add_argument("--eval-every", type=any_int, default=1, metavar="EPOCHS",
                    help="evaluate on the test split every EPOCHS epochs")
     p.add_argument("--limit-train", type=positive_int, metavar="N", help="use only the first N training images")
     p.add_argument("--limit-test", type=positive_int, metavar="N", help="use only the first N test images")
