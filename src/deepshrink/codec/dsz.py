@@ -65,7 +65,7 @@ from safetensors.numpy import save as save_safetensors
 
 from deepshrink.codec.grid import offset_bytes, read_grid
 from deepshrink.codec.huffman import check_lengths, check_size
-from deepshrink.codec.layer import FLOAT_DTYPES, EncodedTensor, decode_tensor, grid_codebook
+from deepshrink.codec.layer import FLOAT_DTYPES, EncodedTensor, checked_values, grid_codebook
 from deepshrink.codec.model import EncodedModel, other_state
 from deepshrink.codec.sparse import MAX_INDEX_WIDTH
 from deepshrink.codec.stream import MAX_ALPHABET, CodedStream, read_table, table_size
@@ -169,7 +169,7 @@ def from_bytes(data: bytes, source: str = "the .dsz file", model: nn.Module | No
     for item in cursor.values():
         item.finish()
     for layer in layers:  # every stream decoded once here, so decode, report and eval refuse the same files
-        _check_decodes(layer, source)
+        checked_values(layer, source)
     encoded = EncodedModel(info, float_dtype, layers, other_bytes, bn_affine)
     other_state(encoded, reference, source)  # the other tensors: sizes and finite values, as decoding checks them
     return encoded
@@ -312,17 +312,6 @@ def _layer(row: Any, columns: tuple[str, ...], shapes: dict[str, tuple[int, ...]
         parts["index"] = _coded(fields, "index_", key, "relative indices", 1 << width, cursor, source)
         parts["index_width"] = width
     return EncodedTensor(key, shapes[key], **parts)
-
-
-def _check_decodes(layer: EncodedTensor, source: str) -> None:
-    """The layer's streams decode to exactly its declared entries, inside its weights, to finite
-    values (a corrupt Huffman stream, relative indices past the end, a wrong count: UserError)."""
-    try:
-        values = decode_tensor(layer)
-    except ValueError as exc:
-        raise UserError(f"{source}: layer {layer.key} is damaged ({exc})") from None
-    if not np.isfinite(values).all():
-        raise UserError(f"{source}: layer {layer.key} decodes to non-finite values (NaN or inf)")
 
 
 def _check_entries(fields: dict[str, Any], key: str, numel: int, source: str) -> None:

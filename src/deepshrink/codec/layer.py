@@ -28,6 +28,7 @@ import numpy as np
 from deepshrink.codec import sparse
 from deepshrink.codec.grid import Grid, detect_grid
 from deepshrink.codec.stream import MAX_ALPHABET, CodedStream, coded_size
+from deepshrink.errors import UserError
 
 FLOAT_DTYPES = ("float16", "float32")
 
@@ -129,6 +130,23 @@ def encode_float(key: str, values: np.ndarray, dtype: str = "float32") -> Encode
         cost = coded_size(sparse.skip_counts(gap, width)) + entries * item
         candidates.append((cost, lambda w=width: _float_sparse(key, values, positions, dtype, w)))
     return min(candidates, key=lambda c: c[0])[1]()
+
+
+def checked_values(layer: EncodedTensor, source: str = "the file") -> np.ndarray:
+    """The float32 values of ``layer``, decoded once: the reader checks them (exactly the declared
+    entries, inside the weights, finite) and decoding and the report reuse them. Read-only."""
+    cached = layer.__dict__.get("_checked")
+    if cached is not None:
+        return cached
+    try:
+        values = decode_tensor(layer)
+    except ValueError as exc:
+        raise UserError(f"{source}: layer {layer.key} is damaged ({exc})") from None
+    if not np.isfinite(values).all():
+        raise UserError(f"{source}: layer {layer.key} decodes to non-finite values (NaN or inf)")
+    values.flags.writeable = False
+    object.__setattr__(layer, "_checked", values)  # a cache on a frozen record, not part of it
+    return values
 
 
 def decode_tensor(encoded: EncodedTensor) -> np.ndarray:

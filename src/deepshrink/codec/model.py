@@ -28,7 +28,7 @@ from torch.nn.utils import parametrize
 
 from deepshrink.codec.batchnorm import (affine_batchnorms, inference_affine, neutral_statistics, state_key,
                                         statistic_keys)
-from deepshrink.codec.layer import FLOAT_DTYPES, EncodedTensor, decode_tensor, encode_float, encode_quantized
+from deepshrink.codec.layer import FLOAT_DTYPES, EncodedTensor, checked_values, encode_float, encode_quantized
 from deepshrink.errors import UserError
 from deepshrink.models import ModelInfo, build_model
 from deepshrink.models.attach import baked_copy, detach_hooked_submodules, quantized_representation_of
@@ -103,13 +103,8 @@ def decode_model(encoded: EncodedModel, source: str = "the .dsz file",
         if layer.shape != tuple(plain[layer.key].shape):
             raise UserError(f"{source}: layer {layer.key} has shape {layer.shape}, "
                             f"the architecture needs {tuple(plain[layer.key].shape)}")
-        try:
-            values = decode_tensor(layer)
-        except ValueError as exc:
-            raise UserError(f"{source}: layer {layer.key} is damaged ({exc})") from None
-        if not np.isfinite(values).all():
-            raise UserError(f"{source}: layer {layer.key} decodes to non-finite values (NaN or inf)")
-        state[layer.key] = torch.from_numpy(values).to(plain[layer.key].dtype)
+        values = checked_values(layer, source)  # decoded once, when the file was read
+        state[layer.key] = torch.tensor(values, dtype=plain[layer.key].dtype)
     state.update(other_state(encoded, model, source))
     load_state_strict(model, state, source=source)
     return model.eval(), encoded.info

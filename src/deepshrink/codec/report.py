@@ -18,7 +18,7 @@ from safetensors.torch import save as save_safetensors
 from deepshrink.codec.batchnorm import statistic_keys
 from deepshrink.codec.dsz import to_bytes
 from deepshrink.codec.huffman import entropy_bits
-from deepshrink.codec.layer import EncodedTensor, decode_tensor
+from deepshrink.codec.layer import EncodedTensor, checked_values
 from deepshrink.codec.model import EncodedModel
 from deepshrink.codec.stream import CodedStream
 from deepshrink.models import ArchSpec, build_model
@@ -135,7 +135,7 @@ def _row(layer: EncodedTensor) -> LayerRow:
     if layer.index is not None:
         index = _stream_stats(layer.index)
         nbytes += _stream_bytes(layer.index)
-    return LayerRow(layer.key, layer.layout, layer.numel, int(np.count_nonzero(decode_tensor(layer))),
+    return LayerRow(layer.key, layer.layout, layer.numel, int(np.count_nonzero(checked_values(layer))),
                     layer.index_width, weight_bits, values, index, nbytes)
 
 
